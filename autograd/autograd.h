@@ -1,0 +1,294 @@
+/* autograd.h: a small reverse-mode automatic differentiation engine.
+ *
+ * A tape records the tensor ops of a forward pass; ag_backward replays the
+ * records in reverse and accumulates (+=) gradients into every tensor that
+ * requires them.
+ *
+ * Ownership: leaf tensors (parameters, data) are created and freed by the
+ * caller. Every tensor an op returns lives in the tape's arena until
+ * ag_tape_reset or ag_tape_free; never free it yourself.
+ *
+ * Errors: every op takes the tape first. A failing op (NULL argument, shape or
+ * dtype mismatch, size overflow, out of memory, invalid value) puts the tape in
+ * an error state that keeps the FIRST error, and returns NULL. Once the tape is
+ * in error, every op returns NULL at once, so a whole expression is checked
+ * once at the end:
+ *
+ *     if (ag_tape_status(t)) fprintf(stderr, "%s\n", ag_tape_error(t));
+ *
+ * Functions that are not ops return an ag_status (or NULL / false where
+ * documented). The library never aborts, exits or prints on any input.
+ */
+#ifndef AUTOGRAD_H
+#define AUTOGRAD_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define AG_MAX_RANK 8
+
+typedef enum { AG_F32, AG_F64 } ag_dtype;
+
+typedef enum {
+    AG_OK = 0,
+    AG_ERR_NULL,     /* a required argument was NULL */
+    AG_ERR_SHAPE,    /* shapes do not fit the op */
+    AG_ERR_DTYPE,    /* dtypes differ or are not supported */
+    AG_ERR_OVERFLOW, /* a size computation overflowed size_t */
+    AG_ERR_NOMEM,    /* the allocator returned NULL */
+    AG_ERR_VALUE,    /* an argument has an invalid value (axis, label, ...) */
+    AG_ERR_STATE,    /* the call does not fit the object's state */
+    AG_ERR_IO,       /* reading or writing a file failed */
+    AG_ERR_FORMAT,   /* a file's contents are malformed */
+    AG_ERR_NUMERIC   /* a NaN or Inf appeared (checked mode) */
+} ag_status;
+
+typedef struct ag_tensor ag_tensor;
+typedef struct ag_tape ag_tape;
+
+/* Short, static name of a status code ("shape mismatch", ...). */
+const char *ag_status_string(ag_status s);
+/* Name of a dtype: "f32" or "f64"; "?" for an invalid value. */
+const char *ag_dtype_name(ag_dtype dt);
+/* Bytes per element: 4 or 8; 0 for an invalid dtype. */
+size_t ag_dtype_size(ag_dtype dt);
+
+/* ---------------------------------------------------------------- memory */
+
+/* One hook for every allocation, as Lua's lua_Alloc: nsize == 0 frees ptr
+ * (return value ignored); otherwise (re)allocate ptr from osize to nsize
+ * bytes and return the block, or NULL on failure (ptr stays valid). */
+typedef void *(*ag_alloc_fn)(void *ud, void *ptr, size_t osize, size_t nsize);
+
+/* Sets the allocator used by every later allocation; NULL restores malloc.
+ * Set it once, before creating any object (memory must be freed by the
+ * allocator that made it). Not thread-safe, as SQLite's config. */
+void ag_set_allocator(ag_alloc_fn fn, void *ud);
+
+/* ------------------------------------------------------------------- rng */
+
+/* A seeded generator (xoshiro256**) that gives the same numbers on every
+ * machine: the normal draws use only IEEE-exact arithmetic, no libm. */
+typedef struct {
+    uint64_t s[4];
+    double spare;   /* second normal of the last polar-method pair */
+    bool has_spare;
+} ag_rng;
+
+void ag_rng_seed(ag_rng *rng, uint64_t seed);
+uint64_t ag_rng_next(ag_rng *rng);               /* 64 random bits */
+double ag_rng_uniform(ag_rng *rng);              /* in [0, 1), 53 bits */
+double ag_rng_normal(ag_rng *rng);               /* N(0, 1) */
+uint64_t ag_rng_below(ag_rng *rng, uint64_t n);  /* in [0, n), unbiased; 0 if n == 0 */
+
+/* --------------------------------------------------------------- tensors */
+
+/* Leaf tensors: row-major, rank 0..AG_MAX_RANK. shape may be NULL when rank
+ * is 0 (a scalar). The caller owns the result and frees it with
+ * ag_tensor_free. They return NULL when dtype or rank is invalid, shape is
+ * NULL with rank > 0, the byte size overflows, or allocation fails.
+ * AG_SHAPE(3, 4) expands to the two arguments `shape, rank`. */
+#define AG_SHAPE(...) (const size_t[]){__VA_ARGS__}, \
+    (sizeof((const size_t[]){__VA_ARGS__}) / sizeof(size_t))
+
+ag_tensor *ag_zeros(ag_dtype dt, const size_t *shape, size_t rank);
+ag_tensor *ag_ones(ag_dtype dt, const size_t *shape, size_t rank);
+ag_tensor *ag_full(ag_dtype dt, const size_t *shape, size_t rank, double value);
+ag_tensor *ag_scalar(ag_dtype dt, double value);                 /* rank 0 */
+/* Copies numel elements from data, which holds elements of dtype dt. */
+ag_tensor *ag_from_data(ag_dtype dt, const size_t *shape, size_t rank, const void *data);
+/* Wraps caller-owned memory without copying: data (and grad, if not NULL)
+ * must hold numel elements of dtype dt and outlive the tensor. With grad
+ * NULL, a grad buffer is allocated when requires_grad is set. */
+ag_tensor *ag_view(ag_dtype dt, const size_t *shape, size_t rank, void *data, void *grad);
+/* Uniform in [lo, hi) and normal N(mean, std^2), drawn in row-major order. */
+ag_tensor *ag_rand_uniform(ag_dtype dt, const size_t *shape, size_t rank,
+                           double lo, double hi, ag_rng *rng);
+ag_tensor *ag_rand_normal(ag_dtype dt, const size_t *shape, size_t rank,
+                          double mean, double std, ag_rng *rng);
+/* Frees a leaf tensor (and the grad buffer it allocated). NULL is a no-op;
+ * a tensor returned by an op belongs to its tape and is left alone. */
+void ag_tensor_free(ag_tensor *x);
+
+/* Marks a leaf as a parameter whose gradient backward accumulates. Setting
+ * it allocates a zeroed grad buffer unless the leaf has one.
+ * Returns AG_ERR_NULL, AG_ERR_STATE (x is an op result), AG_ERR_NOMEM. */
+ag_status ag_set_requires_grad(ag_tensor *x, bool on);
+bool ag_requires_grad(const ag_tensor *x);
+
+/* Accessors; all accept NULL (returning NULL / 0). Data is row-major,
+ * contiguous, of the tensor's dtype: cast with (float *) or (double *). */
+ag_dtype ag_tensor_dtype(const ag_tensor *x);
+size_t ag_tensor_rank(const ag_tensor *x);
+const size_t *ag_tensor_shape(const ag_tensor *x);
+size_t ag_tensor_numel(const ag_tensor *x);
+void *ag_data(const ag_tensor *x);
+/* The gradient: for a leaf that requires grad, its accumulated gradient;
+ * for an op result, NULL unless ag_retain_grad was called before backward. */
+void *ag_grad(const ag_tensor *x);
+/* Element i (row-major) of the data / grad as a double; NaN if out of range
+ * or there is no grad. ag_item(x) is ag_get(x, 0). */
+double ag_get(const ag_tensor *x, size_t i);
+double ag_get_grad(const ag_tensor *x, size_t i);
+double ag_item(const ag_tensor *x);
+/* Sets every element of the grad to 0. NULL or no grad is a no-op. */
+void ag_zero_grad(ag_tensor *x);
+/* A name shown in DOT output and error messages; copied, cut to 31 bytes. */
+void ag_tensor_set_name(ag_tensor *x, const char *name);
+const char *ag_tensor_name(const ag_tensor *x);   /* "" when unnamed */
+/* Prints shape, dtype and values (numpy style, long tensors elided). */
+ag_status ag_tensor_print(const ag_tensor *x, FILE *out);
+
+/* ------------------------------------------------------------------ tape */
+
+/* A new, empty tape that records; NULL on allocation failure. */
+ag_tape *ag_tape_new(void);
+/* Frees the tape and every tensor its ops returned. NULL is a no-op. */
+void ag_tape_free(ag_tape *t);
+/* Drops every record and op result in O(1) and clears the error; the arena's
+ * memory is kept for the next step, so a steady-state step allocates nothing. */
+void ag_tape_reset(ag_tape *t);
+/* Recording on (the default) or off; returns the previous setting. With
+ * recording off, ops compute values and record nothing (inference). */
+bool ag_tape_set_recording(ag_tape *t, bool on);
+bool ag_tape_recording(const ag_tape *t);
+/* The first error since the last reset (AG_OK if none) and its message
+ * ("" if none). A NULL tape reports AG_ERR_NULL. */
+ag_status ag_tape_status(const ag_tape *t);
+const char *ag_tape_error(const ag_tape *t);
+/* Number of records on the tape. */
+size_t ag_tape_size(const ag_tape *t);
+
+/* Backpropagates from y, which must have one element, with seed 1: every
+ * tensor that requires grad and that y depends on gets += dy/dx. Grads
+ * accumulate across calls until zeroed (ag_zero_grad). Returns the tape's
+ * status; errors: y NULL, from another tape, y not a scalar, or y does not
+ * require grad (AG_ERR_STATE). */
+ag_status ag_backward(ag_tape *t, ag_tensor *y);
+/* As ag_backward, with the caller's seed gradient dL/dy (same shape and
+ * dtype as y) instead of 1; y may have any shape. */
+ag_status ag_backward_seed(ag_tape *t, ag_tensor *y, const ag_tensor *seed);
+/* Keep the gradient of op result x in ag_grad(x) after backward (as
+ * PyTorch's retain_grad), e.g. to read delta = dC/dz of a layer. Call it
+ * before backward. A no-op for leaves and NULL. */
+void ag_retain_grad(ag_tensor *x);
+
+/* Writes the recorded graph as Graphviz DOT: one node per tensor (name or
+ * op, shape, dtype; double border if it holds a grad), one edge per input. */
+ag_status ag_tape_dot(const ag_tape *t, FILE *out);
+
+/* ------------------------------------------------------------------- ops
+ * Each returns a tensor owned by the tape, or NULL with the tape's status
+ * set. Binary elementwise ops broadcast as numpy. The math beside each. */
+
+ag_tensor *ag_add(ag_tape *t, ag_tensor *a, ag_tensor *b);   /* a + b */
+ag_tensor *ag_sub(ag_tape *t, ag_tensor *a, ag_tensor *b);   /* a - b */
+ag_tensor *ag_mul(ag_tape *t, ag_tensor *a, ag_tensor *b);   /* a * b */
+ag_tensor *ag_div(ag_tape *t, ag_tensor *a, ag_tensor *b);   /* a / b */
+
+ag_tensor *ag_neg(ag_tape *t, ag_tensor *x);                 /* -x */
+ag_tensor *ag_exp(ag_tape *t, ag_tensor *x);                 /* e^x */
+ag_tensor *ag_log(ag_tape *t, ag_tensor *x);                 /* ln x */
+ag_tensor *ag_sqrt(ag_tape *t, ag_tensor *x);                /* sqrt x */
+ag_tensor *ag_pow(ag_tape *t, ag_tensor *x, double p);       /* x^p */
+ag_tensor *ag_abs(ag_tape *t, ag_tensor *x);                 /* |x|, d/dx = sign x (0 at 0) */
+ag_tensor *ag_sigmoid(ag_tape *t, ag_tensor *x);             /* 1 / (1 + e^-x) */
+ag_tensor *ag_tanh(ag_tape *t, ag_tensor *x);                /* tanh x */
+ag_tensor *ag_relu(ag_tape *t, ag_tensor *x);                /* max(x, 0) */
+ag_tensor *ag_leaky_relu(ag_tape *t, ag_tensor *x, double slope); /* x > 0 ? x : slope x */
+ag_tensor *ag_softplus(ag_tape *t, ag_tensor *x);            /* ln(1 + e^x) */
+ag_tensor *ag_add_scalar(ag_tape *t, ag_tensor *x, double c); /* x + c */
+ag_tensor *ag_scale(ag_tape *t, ag_tensor *x, double c);     /* c x */
+
+/* Matrix product. [m,k]·[k,n] -> [m,n]; batched [B,m,k]·[B,k,n] -> [B,m,n];
+ * a rank-2 operand beside a rank-3 one is shared by every batch entry. */
+ag_tensor *ag_matmul(ag_tape *t, ag_tensor *a, ag_tensor *b);
+/* Swaps the last two axes (rank >= 2): [.., m, n] -> [.., n, m]. */
+ag_tensor *ag_transpose(ag_tape *t, ag_tensor *x);
+/* Same elements, new shape (equal element count); shares x's data. */
+ag_tensor *ag_reshape(ag_tape *t, ag_tensor *x, const size_t *shape, size_t rank);
+/* Joins a and b along axis; other axes must be equal. */
+ag_tensor *ag_concat(ag_tape *t, ag_tensor *a, ag_tensor *b, int axis);
+/* Elements start..end-1 along axis (0 <= start <= end <= shape[axis]). */
+ag_tensor *ag_slice(ag_tape *t, ag_tensor *x, int axis, size_t start, size_t end);
+/* Converts to dtype dt; the gradient is converted back. */
+ag_tensor *ag_cast(ag_tape *t, ag_tensor *x, ag_dtype dt);
+/* The same values, cut off from the graph: no gradient flows through it. */
+ag_tensor *ag_detach(ag_tape *t, ag_tensor *x);
+
+/* Reductions. An axis may be negative (counted from the end); keepdim
+ * keeps the reduced axis with size 1. Reducing over all elements gives a
+ * rank-0 tensor. */
+ag_tensor *ag_sum(ag_tape *t, ag_tensor *x);                      /* Σ x */
+ag_tensor *ag_mean(ag_tape *t, ag_tensor *x);                     /* Σ x / n */
+ag_tensor *ag_sum_axis(ag_tape *t, ag_tensor *x, int axis, bool keepdim);
+ag_tensor *ag_mean_axis(ag_tape *t, ag_tensor *x, int axis, bool keepdim);
+/* Maximum along axis; the gradient goes to the first maximal element. */
+ag_tensor *ag_max_axis(ag_tape *t, ag_tensor *x, int axis, bool keepdim);
+/* softmax = e^(x - max) / Σ e^(x - max); log_softmax = x - max - ln Σ e^(x - max) */
+ag_tensor *ag_softmax(ag_tape *t, ag_tensor *x, int axis);
+ag_tensor *ag_log_softmax(ag_tape *t, ag_tensor *x, int axis);
+
+/* Losses; each returns a rank-0 tensor. a and y have the same shape. */
+/* mean((a - y)^2) */
+ag_tensor *ag_mse(ag_tape *t, ag_tensor *a, ag_tensor *y);
+/* Σ (a - y)^2 / (2n), n = rows of a (shape[0]; 1 for rank < 2): the cost of
+ * Nielsen's network.py. */
+ag_tensor *ag_quadratic_cost(ag_tape *t, ag_tensor *a, ag_tensor *y);
+/* mean(-(y ln p + (1-y) ln(1-p))), logs clamped at -100 as PyTorch;
+ * p must lie in [0, 1] (AG_ERR_VALUE otherwise). */
+ag_tensor *ag_bce(ag_tape *t, ag_tensor *p, ag_tensor *y);
+/* bce(sigmoid(z), y), computed stably: max(z,0) - z y + ln(1 + e^-|z|). */
+ag_tensor *ag_bce_with_logits(ag_tape *t, ag_tensor *z, ag_tensor *y);
+/* Logits z [N,C] and class indices c [N] (integers in [0, C) stored in
+ * either float dtype): mean over rows of -log_softmax(z)[row, c[row]]. */
+ag_tensor *ag_cross_entropy(ag_tape *t, ag_tensor *z, ag_tensor *c);
+
+/* -------------------------------------------------------------- checking */
+
+/* A function of some input tensors recorded on t; returns its output (any
+ * shape) or NULL with t's status set. */
+typedef ag_tensor *(*ag_fn)(ag_tape *t, ag_tensor *const *inputs, void *ctx);
+
+typedef struct {
+    bool passed;          /* every element within atol + rtol * |numeric| */
+    double max_abs_err;   /* largest |numeric - analytic| */
+    double max_rel_err;   /* largest |numeric - analytic| / max(|numeric|, |analytic|) */
+    size_t worst_input;   /* the element that fails worst: largest error */
+    size_t worst_index;   /* over its tolerance atol + rtol * |numeric| */
+    double numeric;       /* the two gradients there */
+    double analytic;
+    size_t checked;       /* elements compared */
+} ag_gradcheck_report;
+
+/* Compares backward's gradient of fn with central finite differences
+ * (step eps, 1e-6 if eps <= 0) in f64. The inputs must be f64 leaves; every
+ * input is checked (requires_grad is set for the run and restored, as are
+ * their grads and values). A non-scalar output y is reduced to Σ r·y with a
+ * fixed random r, so every element takes part. Returns AG_OK when the check
+ * ran (see report->passed), else the error of fn or of the arguments. */
+ag_status ag_gradcheck(ag_fn fn, void *ctx, size_t n_inputs, ag_tensor *const *inputs,
+                       double eps, double atol, double rtol, ag_gradcheck_report *report);
+
+typedef struct {
+    size_t worst_index;   /* element with the largest |a - b| */
+    double max_abs_err;
+    double a, b;          /* the two values there */
+} ag_close_report;
+
+/* True when |a[i] - b[i]| <= atol + rtol * |b[i]| for all n elements of
+ * dtype dt (NaN is never close). report may be NULL. For checking a
+ * hand-derived gradient: ag_allclose(AG_F64, n, ag_grad(W), mine, ...). */
+bool ag_allclose(ag_dtype dt, size_t n, const void *a, const void *b,
+                 double rtol, double atol, ag_close_report *report);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,193 @@
+/* check.c: gradient checking by central finite differences, and allclose. */
+#include "internal.h"
+
+#include <math.h>
+#include <string.h>
+
+typedef struct {
+    ag_fn fn;
+    void *ctx;
+    size_t n;
+    ag_tensor *const *inputs;
+    ag_tensor *proj;   /* the fixed random r of Σ r·y for non-scalar outputs */
+    ag_tape *tape;
+} gc_run;
+
+/* Runs fn on a fresh tape and reduces its output to a scalar. */
+static ag_tensor *gc_loss(gc_run *g)
+{
+    ag_tape_reset(g->tape);
+    ag_tensor *y = g->fn(g->tape, g->inputs, g->ctx);
+    if (!y) {
+        if (ag_tape_status(g->tape) == AG_OK)
+            ag__error(g->tape, AG_ERR_NULL, "ag_gradcheck: fn returned NULL without an error");
+        return NULL;
+    }
+    if (y->numel == 1)
+        return y;
+    if (!g->proj) {
+        ag_rng rng;
+        ag_rng_seed(&rng, 0x5eed);
+        g->proj = ag_rand_normal(AG_F64, y->shape, y->rank, 0, 1, &rng);
+        if (!g->proj) {
+            ag__error(g->tape, AG_ERR_NOMEM, "ag_gradcheck: out of memory");
+            return NULL;
+        }
+    }
+    return ag_sum(g->tape, ag_mul(g->tape, y, g->proj));
+}
+
+static double gc_value(gc_run *g, ag_status *s)
+{
+    bool was = ag_tape_set_recording(g->tape, false);
+    ag_tensor *L = gc_loss(g);
+    ag_tape_set_recording(g->tape, was);
+    *s = ag_tape_status(g->tape);
+    return L ? ag_item(L) : NAN;
+}
+
+static void gc_compare(ag_gradcheck_report *rep, size_t input, size_t index, double num, double ana,
+                       double atol, double rtol, double *worst)
+{
+    double err = fabs(num - ana), scale = fmax(fabs(num), fabs(ana));
+    double rel = scale > 0 ? err / scale : 0, over = err / (atol + rtol * fabs(num));
+    if (!(err <= atol + rtol * fabs(num)))
+        rep->passed = false;
+    rep->max_abs_err = fmax(rep->max_abs_err, err);
+    rep->max_rel_err = fmax(rep->max_rel_err, rel);
+    if (!(over <= *worst) || rep->checked == 0) { /* NaN counts as worst */
+        *worst = over;
+        rep->worst_input = input;
+        rep->worst_index = index;
+        rep->numeric = num;
+        rep->analytic = ana;
+    }
+    rep->checked++;
+}
+
+/* Per input: its requires_grad flag, its grad before the check, and the
+ * analytic gradient the check computed. */
+typedef struct {
+    bool requires_grad;
+    double *saved_grad, *analytic;
+} gc_input;
+
+/* Finite differences for every element, against the analytic grads. */
+static ag_status gc_numeric(gc_run *g, const gc_input *in, double eps, double atol, double rtol,
+                            ag_gradcheck_report *rep)
+{
+    double worst = 0;
+    for (size_t i = 0; i < g->n; i++) {
+        double *x = g->inputs[i]->data;
+        for (size_t j = 0; j < g->inputs[i]->numel; j++) {
+            ag_status s1, s2;
+            double orig = x[j];
+            x[j] = orig + eps;
+            double up = gc_value(g, &s1);
+            x[j] = orig - eps;
+            double down = gc_value(g, &s2);
+            x[j] = orig;
+            if (s1 != AG_OK || s2 != AG_OK)
+                return s1 != AG_OK ? s1 : s2;
+            gc_compare(rep, i, j, (up - down) / (2 * eps), in[i].analytic[j], atol, rtol, &worst);
+        }
+    }
+    return AG_OK;
+}
+
+static ag_status gc_check_args(ag_fn fn, size_t n, ag_tensor *const *inputs, ag_gradcheck_report *rep)
+{
+    if (!fn || !rep || (n && !inputs))
+        return AG_ERR_NULL;
+    for (size_t i = 0; i < n; i++) {
+        if (!inputs[i])
+            return AG_ERR_NULL;
+        if (inputs[i]->dtype != AG_F64)
+            return AG_ERR_DTYPE;
+        if (inputs[i]->origin == AG_TAPE)
+            return AG_ERR_STATE;
+    }
+    return AG_OK;
+}
+
+static ag_status gc_prepare(ag_tensor *x, gc_input *in)
+{
+    size_t bytes = x->numel * sizeof(double);
+    in->requires_grad = x->requires_grad;
+    if (ag_set_requires_grad(x, true) != AG_OK)
+        return AG_ERR_NOMEM;
+    in->saved_grad = ag__alloc(bytes);
+    in->analytic = ag__alloc(bytes);
+    if (bytes && (!in->saved_grad || !in->analytic))
+        return AG_ERR_NOMEM;
+    if (bytes)
+        memcpy(in->saved_grad, x->grad, bytes);
+    ag_zero_grad(x);
+    return AG_OK;
+}
+
+static void gc_restore(ag_tensor *x, gc_input *in)
+{
+    size_t bytes = x->numel * sizeof(double);
+    if (in->saved_grad && x->grad)
+        memcpy(x->grad, in->saved_grad, bytes);
+    x->requires_grad = in->requires_grad;
+    ag__free(in->saved_grad, bytes);
+    ag__free(in->analytic, bytes);
+}
+
+ag_status ag_gradcheck(ag_fn fn, void *ctx, size_t n_inputs, ag_tensor *const *inputs,
+                       double eps, double atol, double rtol, ag_gradcheck_report *report)
+{
+    ag_status s = gc_check_args(fn, n_inputs, inputs, report);
+    if (s != AG_OK)
+        return s;
+    memset(report, 0, sizeof *report);
+    report->passed = true;
+    size_t bytes = n_inputs * sizeof(gc_input);
+    gc_input *in = n_inputs ? ag__calloc(bytes) : NULL;
+    gc_run g = {fn, ctx, n_inputs, inputs, NULL, ag_tape_new()};
+    if (!g.tape || (n_inputs && !in))
+        s = AG_ERR_NOMEM;
+    for (size_t i = 0; s == AG_OK && i < n_inputs; i++)
+        s = gc_prepare(inputs[i], &in[i]);
+    ag_tensor *L = s == AG_OK ? gc_loss(&g) : NULL;
+    if (s == AG_OK)
+        s = L ? ag_backward(g.tape, L) : ag_tape_status(g.tape);
+    for (size_t i = 0; s == AG_OK && i < n_inputs; i++)
+        if (inputs[i]->numel)
+            memcpy(in[i].analytic, inputs[i]->grad, inputs[i]->numel * sizeof(double));
+    if (s == AG_OK)
+        s = gc_numeric(&g, in, eps > 0 ? eps : 1e-6, atol, rtol, report);
+    for (size_t i = 0; in && i < n_inputs; i++)
+        gc_restore(inputs[i], &in[i]);
+    ag__free(in, bytes);
+    ag_tensor_free(g.proj);
+    ag_tape_free(g.tape);
+    if (s != AG_OK)
+        report->passed = false;
+    return s;
+}
+
+static double element(ag_dtype dt, const void *p, size_t i)
+{
+    return dt == AG_F32 ? (double)((const float *)p)[i] : ((const double *)p)[i];
+}
+
+bool ag_allclose(ag_dtype dt, size_t n, const void *a, const void *b,
+                 double rtol, double atol, ag_close_report *report)
+{
+    ag_close_report rep = {0};
+    bool close = ag_dtype_size(dt) != 0 && (n == 0 || (a && b));
+    for (size_t i = 0; close && i < n; i++) {
+        double x = element(dt, a, i), y = element(dt, b, i), err = fabs(x - y);
+        if (!(err <= rep.max_abs_err) || i == 0) { /* NaN counts as worst */
+            rep = (ag_close_report){i, err, x, y};
+        }
+    }
+    for (size_t i = 0; close && i < n; i++)
+        close = fabs(element(dt, a, i) - element(dt, b, i)) <= atol + rtol * fabs(element(dt, b, i));
+    if (report)
+        *report = rep;
+    return close;
+}

@@ -1,0 +1,258 @@
+/* elementwise.c: unary ops, scalar ops, and binary ops with numpy
+ * broadcasting. Every backward adds (+=) into the input gradients. */
+#include "../internal.h"
+
+#include <string.h>
+#include <tgmath.h>
+
+/* ------------------------------------------------------------ broadcasting
+ * The result's index space, with each input's element stride per axis (0
+ * along broadcast axes). Adjacent axes that are contiguous in all three
+ * are merged, so the common cases (same shape, a row vector added to every
+ * row, a scalar) become one or two long loops. */
+typedef struct {
+    size_t rank;
+    size_t n[AG_MAX_RANK];
+    size_t sa[AG_MAX_RANK], sb[AG_MAX_RANK];
+} bcast;
+
+static size_t dim_from_end(const ag_tensor *x, size_t k) /* k-th axis from the right */
+{
+    return k < x->rank ? x->shape[x->rank - 1 - k] : 1;
+}
+
+ag_status ag__binary_shape(ag_tape *t, ag_record *r, ag_tensor *out)
+{
+    const ag_tensor *a = r->in[0], *b = r->in[1];
+    size_t rank = a->rank > b->rank ? a->rank : b->rank;
+    for (size_t k = 0; k < rank; k++) {
+        size_t da = dim_from_end(a, k), db = dim_from_end(b, k);
+        if (da != db && da != 1 && db != 1) {
+            char sa[AG_SHAPE_BUF], sb[AG_SHAPE_BUF];
+            return ag__error(t, AG_ERR_SHAPE,
+                             "ag_%s: shapes %s and %s do not broadcast (axis %zu from the end: %zu vs %zu)",
+                             ag_op_table[r->op].name, ag__shape_str(a, sa, sizeof sa),
+                             ag__shape_str(b, sb, sizeof sb), k, da, db);
+        }
+        out->shape[rank - 1 - k] = da == 1 ? db : da;
+    }
+    out->rank = rank;
+    return AG_OK;
+}
+
+static void bcast_init(bcast *bc, const ag_tensor *a, const ag_tensor *b, const ag_tensor *y)
+{
+    size_t stride_a = 1, stride_b = 1, rank = 0;
+    size_t n[AG_MAX_RANK], sa[AG_MAX_RANK], sb[AG_MAX_RANK];
+    for (size_t k = 0; k < y->rank; k++) { /* from the last axis back */
+        size_t ny = dim_from_end(y, k), da = dim_from_end(a, k), db = dim_from_end(b, k);
+        if (ny == 1)
+            continue;
+        size_t ea = da == 1 ? 0 : stride_a, eb = db == 1 ? 0 : stride_b;
+        if (rank > 0 && sa[rank - 1] * n[rank - 1] == ea && sb[rank - 1] * n[rank - 1] == eb) {
+            n[rank - 1] *= ny; /* continues the axis after it in both (or both broadcast) */
+        } else {
+            n[rank] = ny;
+            sa[rank] = ea;
+            sb[rank] = eb;
+            rank++;
+        }
+        stride_a *= da;
+        stride_b *= db;
+    }
+    bc->rank = rank;
+    for (size_t i = 0; i < rank; i++) { /* back to outermost-first order */
+        bc->n[i] = n[rank - 1 - i];
+        bc->sa[i] = sa[rank - 1 - i];
+        bc->sb[i] = sb[rank - 1 - i];
+    }
+    if (rank == 0) { /* every axis has size 1: one element */
+        bc->rank = 1;
+        bc->n[0] = 1;
+        bc->sa[0] = bc->sb[0] = 0;
+    }
+}
+
+/* Calls body(ia, ib, iy, count, step_a, step_b) for each run along the last
+ * merged axis; the odometer walks the outer axes. */
+#define BCAST_FOR(bc, ...)                                                      \
+    do {                                                                        \
+        size_t idx_[AG_MAX_RANK] = {0}, ia = 0, ib = 0, iy = 0;                 \
+        size_t last_ = (bc)->rank - 1, cnt = (bc)->n[last_];                    \
+        size_t sa_ = (bc)->sa[last_], sb_ = (bc)->sb[last_];                    \
+        for (;;) {                                                              \
+            __VA_ARGS__                                                         \
+            iy += cnt;                                                          \
+            size_t d_ = last_;                                                  \
+            while (d_-- > 0) {                                                  \
+                ia += (bc)->sa[d_];                                             \
+                ib += (bc)->sb[d_];                                             \
+                if (++idx_[d_] < (bc)->n[d_])                                   \
+                    break;                                                      \
+                ia -= (bc)->sa[d_] * (bc)->n[d_];                               \
+                ib -= (bc)->sb[d_] * (bc)->n[d_];                               \
+                idx_[d_] = 0;                                                   \
+            }                                                                   \
+            if (d_ == (size_t)-1)                                               \
+                break;                                                          \
+        }                                                                       \
+    } while (0)
+
+ag_status ag__binary_forward(ag_tape *t, ag_record *r)
+{
+    (void)t;
+    const ag_tensor *a = r->in[0], *b = r->in[1];
+    ag_tensor *y = r->out;
+    if (y->numel == 0)
+        return AG_OK;
+    bcast bc;
+    bcast_init(&bc, a, b, y);
+    ag_op op = r->op;
+    AG_DISPATCH(y->dtype, T, {
+        const T *A = a->data, *B = b->data;
+        T *Y = y->data;
+        BCAST_FOR(&bc, {
+            const T *pa = A + ia, *pb = B + ib;
+            T *py = Y + iy;
+            switch (op) {
+            case AG_OP_ADD: for (size_t i = 0; i < cnt; i++) py[i] = pa[i * sa_] + pb[i * sb_]; break;
+            case AG_OP_SUB: for (size_t i = 0; i < cnt; i++) py[i] = pa[i * sa_] - pb[i * sb_]; break;
+            case AG_OP_MUL: for (size_t i = 0; i < cnt; i++) py[i] = pa[i * sa_] * pb[i * sb_]; break;
+            default:        for (size_t i = 0; i < cnt; i++) py[i] = pa[i * sa_] / pb[i * sb_]; break;
+            }
+        });
+    });
+    return AG_OK;
+}
+
+ag_status ag__binary_backward(ag_tape *t, const ag_record *r, const void *gout, void *gin[])
+{
+    (void)t;
+    const ag_tensor *a = r->in[0], *b = r->in[1];
+    if (r->out->numel == 0)
+        return AG_OK;
+    bcast bc;
+    bcast_init(&bc, a, b, r->out);
+    ag_op op = r->op;
+    AG_DISPATCH(a->dtype, T, {
+        const T *A = a->data, *B = b->data, *G = gout;
+        T *GA = gin[0], *GB = gin[1];
+        BCAST_FOR(&bc, {
+            const T *pa = A + ia, *pb = B + ib, *g = G + iy;
+            T *ga = GA ? GA + ia : NULL, *gb = GB ? GB + ib : NULL;
+            for (size_t i = 0; i < cnt; i++) {
+                T x = pa[i * sa_], z = pb[i * sb_];
+                switch (op) {
+                case AG_OP_ADD: if (ga) ga[i * sa_] += g[i]; if (gb) gb[i * sb_] += g[i]; break;
+                case AG_OP_SUB: if (ga) ga[i * sa_] += g[i]; if (gb) gb[i * sb_] -= g[i]; break;
+                case AG_OP_MUL: if (ga) ga[i * sa_] += g[i] * z; if (gb) gb[i * sb_] += g[i] * x; break;
+                default:
+                    if (ga) ga[i * sa_] += g[i] / z;
+                    if (gb) gb[i * sb_] -= g[i] * x / (z * z);
+                }
+            }
+        });
+    });
+    return AG_OK;
+}
+
+/* ------------------------------------------------------------ unary ops */
+
+#define SIGMOID(T, x) ((x) >= 0 ? (T)1 / ((T)1 + exp(-(x))) : exp(x) / ((T)1 + exp(x)))
+
+ag_status ag__unary_forward(ag_tape *t, ag_record *r)
+{
+    (void)t;
+    size_t n = r->out->numel;
+    ag_op op = r->op;
+    AG_DISPATCH(r->out->dtype, T, {
+        const T *x = r->in[0]->data;
+        T *y = r->out->data, c = (T)r->attr.scalar;
+        switch (op) {
+        case AG_OP_NEG: for (size_t i = 0; i < n; i++) y[i] = -x[i]; break;
+        case AG_OP_EXP: for (size_t i = 0; i < n; i++) y[i] = exp(x[i]); break;
+        case AG_OP_LOG: for (size_t i = 0; i < n; i++) y[i] = log(x[i]); break;
+        case AG_OP_SQRT: for (size_t i = 0; i < n; i++) y[i] = sqrt(x[i]); break;
+        case AG_OP_POW: for (size_t i = 0; i < n; i++) y[i] = pow(x[i], c); break;
+        case AG_OP_ABS: for (size_t i = 0; i < n; i++) y[i] = fabs(x[i]); break;
+        case AG_OP_SIGMOID: for (size_t i = 0; i < n; i++) y[i] = SIGMOID(T, x[i]); break;
+        case AG_OP_TANH: for (size_t i = 0; i < n; i++) y[i] = tanh(x[i]); break;
+        case AG_OP_RELU: for (size_t i = 0; i < n; i++) y[i] = x[i] > 0 ? x[i] : 0; break;
+        case AG_OP_LEAKY_RELU: for (size_t i = 0; i < n; i++) y[i] = x[i] > 0 ? x[i] : c * x[i]; break;
+        case AG_OP_SOFTPLUS: /* max(x,0) + ln(1 + e^-|x|): no overflow for any x */
+            for (size_t i = 0; i < n; i++) y[i] = (x[i] > 0 ? x[i] : 0) + log1p(exp(-fabs(x[i])));
+            break;
+        case AG_OP_ADD_SCALAR: for (size_t i = 0; i < n; i++) y[i] = x[i] + c; break;
+        default: for (size_t i = 0; i < n; i++) y[i] = c * x[i]; break; /* AG_OP_SCALE */
+        }
+    });
+    return AG_OK;
+}
+
+ag_status ag__unary_backward(ag_tape *t, const ag_record *r, const void *gout, void *gin[])
+{
+    (void)t;
+    size_t n = r->out->numel;
+    ag_op op = r->op;
+    AG_DISPATCH(r->out->dtype, T, {
+        const T *x = r->in[0]->data, *y = r->out->data, *g = gout;
+        T *gx = gin[0], c = (T)r->attr.scalar;
+        switch (op) {
+        case AG_OP_NEG: for (size_t i = 0; i < n; i++) gx[i] -= g[i]; break;
+        case AG_OP_EXP: for (size_t i = 0; i < n; i++) gx[i] += g[i] * y[i]; break;
+        case AG_OP_LOG: for (size_t i = 0; i < n; i++) gx[i] += g[i] / x[i]; break;
+        case AG_OP_SQRT: for (size_t i = 0; i < n; i++) gx[i] += g[i] / (2 * y[i]); break;
+        case AG_OP_POW: /* p x^(p-1); x^0 is constant, even at x = 0 */
+            if (c != 0)
+                for (size_t i = 0; i < n; i++) gx[i] += g[i] * c * pow(x[i], c - 1);
+            break;
+        case AG_OP_ABS:
+            for (size_t i = 0; i < n; i++) gx[i] += x[i] > 0 ? g[i] : x[i] < 0 ? -g[i] : 0;
+            break;
+        case AG_OP_SIGMOID: for (size_t i = 0; i < n; i++) gx[i] += g[i] * y[i] * (1 - y[i]); break;
+        case AG_OP_TANH: for (size_t i = 0; i < n; i++) gx[i] += g[i] * (1 - y[i] * y[i]); break;
+        case AG_OP_RELU: for (size_t i = 0; i < n; i++) gx[i] += x[i] > 0 ? g[i] : 0; break;
+        case AG_OP_LEAKY_RELU: for (size_t i = 0; i < n; i++) gx[i] += x[i] > 0 ? g[i] : c * g[i]; break;
+        case AG_OP_SOFTPLUS: for (size_t i = 0; i < n; i++) gx[i] += g[i] * SIGMOID(T, x[i]); break;
+        case AG_OP_ADD_SCALAR: for (size_t i = 0; i < n; i++) gx[i] += g[i]; break;
+        default: for (size_t i = 0; i < n; i++) gx[i] += c * g[i]; break; /* AG_OP_SCALE */
+        }
+    });
+    return AG_OK;
+}
+
+/* ------------------------------------------------------------ public API */
+
+ag_tensor *ag_add(ag_tape *t, ag_tensor *a, ag_tensor *b) { return ag__apply(t, AG_OP_ADD, a, b, NULL); }
+ag_tensor *ag_sub(ag_tape *t, ag_tensor *a, ag_tensor *b) { return ag__apply(t, AG_OP_SUB, a, b, NULL); }
+ag_tensor *ag_mul(ag_tape *t, ag_tensor *a, ag_tensor *b) { return ag__apply(t, AG_OP_MUL, a, b, NULL); }
+ag_tensor *ag_div(ag_tape *t, ag_tensor *a, ag_tensor *b) { return ag__apply(t, AG_OP_DIV, a, b, NULL); }
+ag_tensor *ag_neg(ag_tape *t, ag_tensor *x) { return ag__apply(t, AG_OP_NEG, x, NULL, NULL); }
+ag_tensor *ag_exp(ag_tape *t, ag_tensor *x) { return ag__apply(t, AG_OP_EXP, x, NULL, NULL); }
+ag_tensor *ag_log(ag_tape *t, ag_tensor *x) { return ag__apply(t, AG_OP_LOG, x, NULL, NULL); }
+ag_tensor *ag_sqrt(ag_tape *t, ag_tensor *x) { return ag__apply(t, AG_OP_SQRT, x, NULL, NULL); }
+ag_tensor *ag_abs(ag_tape *t, ag_tensor *x) { return ag__apply(t, AG_OP_ABS, x, NULL, NULL); }
+ag_tensor *ag_sigmoid(ag_tape *t, ag_tensor *x) { return ag__apply(t, AG_OP_SIGMOID, x, NULL, NULL); }
+ag_tensor *ag_tanh(ag_tape *t, ag_tensor *x) { return ag__apply(t, AG_OP_TANH, x, NULL, NULL); }
+ag_tensor *ag_relu(ag_tape *t, ag_tensor *x) { return ag__apply(t, AG_OP_RELU, x, NULL, NULL); }
+ag_tensor *ag_softplus(ag_tape *t, ag_tensor *x) { return ag__apply(t, AG_OP_SOFTPLUS, x, NULL, NULL); }
+
+ag_tensor *ag_pow(ag_tape *t, ag_tensor *x, double p)
+{
+    return ag__apply(t, AG_OP_POW, x, NULL, &(ag_attr){.scalar = p});
+}
+
+ag_tensor *ag_leaky_relu(ag_tape *t, ag_tensor *x, double slope)
+{
+    return ag__apply(t, AG_OP_LEAKY_RELU, x, NULL, &(ag_attr){.scalar = slope});
+}
+
+ag_tensor *ag_add_scalar(ag_tape *t, ag_tensor *x, double c)
+{
+    return ag__apply(t, AG_OP_ADD_SCALAR, x, NULL, &(ag_attr){.scalar = c});
+}
+
+ag_tensor *ag_scale(ag_tape *t, ag_tensor *x, double c)
+{
+    return ag__apply(t, AG_OP_SCALE, x, NULL, &(ag_attr){.scalar = c});
+}

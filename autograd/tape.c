@@ -1,0 +1,407 @@
+/* tape.c: the arena, the records, the sticky status, and backward. */
+#include "internal.h"
+
+#include <string.h>
+
+/* The arena is a list of chunks that is kept across resets: a reset only
+ * rewinds to the first chunk, so a steady-state step reuses the memory of
+ * the step before and calls the allocator zero times. */
+typedef struct ag_chunk {
+    struct ag_chunk *next;
+    size_t size, used;
+    unsigned char data[];
+} ag_chunk;
+
+struct ag_tape {
+    ag_chunk *first, *cur;
+    ag_record *recs;
+    size_t n_recs, cap_recs;
+    bool recording;
+    uint64_t pass;           /* counts backward passes; tags work buffers */
+    ag_status status;
+    char msg[AG_MSG_MAX];
+};
+
+#define AG_CHUNK_MIN ((size_t)1 << 16)
+
+ag_tape *ag_tape_new(void)
+{
+    ag_tape *t = ag__calloc(sizeof *t);
+    if (t)
+        t->recording = true;
+    return t;
+}
+
+void ag_tape_free(ag_tape *t)
+{
+    if (!t)
+        return;
+    for (ag_chunk *c = t->first, *next; c; c = next) {
+        next = c->next;
+        ag__free(c, sizeof *c + c->size);
+    }
+    ag__free(t->recs, t->cap_recs * sizeof *t->recs);
+    ag__free(t, sizeof *t);
+}
+
+void ag_tape_reset(ag_tape *t)
+{
+    if (!t)
+        return;
+    t->cur = t->first;
+    if (t->cur)
+        t->cur->used = 0;
+    t->n_recs = 0;
+    t->status = AG_OK;
+    t->msg[0] = '\0';
+}
+
+bool ag_tape_set_recording(ag_tape *t, bool on)
+{
+    if (!t)
+        return false;
+    bool was = t->recording;
+    t->recording = on;
+    return was;
+}
+
+bool ag_tape_recording(const ag_tape *t) { return t && t->recording; }
+ag_status ag_tape_status(const ag_tape *t) { return t ? t->status : AG_ERR_NULL; }
+const char *ag_tape_error(const ag_tape *t) { return t ? t->msg : "tape is NULL"; }
+size_t ag_tape_size(const ag_tape *t) { return t ? t->n_recs : 0; }
+
+const char *ag_status_string(ag_status s)
+{
+    switch (s) {
+    case AG_OK: return "ok";
+    case AG_ERR_NULL: return "NULL argument";
+    case AG_ERR_SHAPE: return "shape mismatch";
+    case AG_ERR_DTYPE: return "dtype mismatch";
+    case AG_ERR_OVERFLOW: return "size overflow";
+    case AG_ERR_NOMEM: return "out of memory";
+    case AG_ERR_VALUE: return "invalid value";
+    case AG_ERR_STATE: return "invalid state";
+    case AG_ERR_IO: return "I/O error";
+    case AG_ERR_FORMAT: return "malformed file";
+    case AG_ERR_NUMERIC: return "NaN or Inf";
+    }
+    return "unknown status";
+}
+
+/* Every error passes through here (a single breakpoint catches them all);
+ * the first one since the last reset wins. */
+ag_status ag__error(ag_tape *t, ag_status s, const char *fmt, ...)
+{
+    if (t && t->status == AG_OK) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(t->msg, sizeof t->msg, fmt, ap);
+        va_end(ap);
+        t->status = s;
+    }
+    return t ? t->status : s;
+}
+
+static ag_chunk *chunk_new(size_t size)
+{
+    ag_chunk *c = ag__alloc(sizeof *c + size);
+    if (c) {
+        c->next = NULL;
+        c->size = size;
+        c->used = 0;
+    }
+    return c;
+}
+
+/* Bytes from chunk c for n bytes at AG_ALIGN, or NULL if they do not fit. */
+static void *chunk_take(ag_chunk *c, size_t n)
+{
+    uintptr_t base = (uintptr_t)c->data;
+    size_t start = ((base + c->used + AG_ALIGN - 1) & ~(uintptr_t)(AG_ALIGN - 1)) - base;
+    if (start > c->size || n > c->size - start)
+        return NULL;
+    c->used = start + n;
+    return c->data + start;
+}
+
+void *ag__arena_alloc(ag_tape *t, size_t n)
+{
+    if (n == 0)
+        n = 1;
+    for (ag_chunk *c = t->cur; c; c = c->next) {
+        if (c != t->cur)
+            c->used = 0; /* first visit to this chunk since the reset */
+        void *p = chunk_take(c, n);
+        if (p) {
+            t->cur = c;
+            return p;
+        }
+        if (!c->next)
+            break;
+    }
+    size_t last = t->cur ? t->cur->size : 0;
+    for (ag_chunk *c = t->cur; c; c = c->next)
+        last = c->size;
+    size_t size = last * 2 > AG_CHUNK_MIN ? last * 2 : AG_CHUNK_MIN;
+    if (n > SIZE_MAX - AG_ALIGN - sizeof(ag_chunk)) {
+        ag__error(t, AG_ERR_OVERFLOW, "arena: %zu bytes do not fit in memory", n);
+        return NULL;
+    }
+    if (size < n + AG_ALIGN)
+        size = n + AG_ALIGN;
+    ag_chunk *c = chunk_new(size);
+    if (!c) {
+        ag__error(t, AG_ERR_NOMEM, "arena: out of memory allocating %zu bytes", size);
+        return NULL;
+    }
+    ag_chunk **tail = t->cur ? &t->cur->next : &t->first;
+    while (*tail)
+        tail = &(*tail)->next;
+    *tail = c;
+    t->cur = c;
+    return chunk_take(c, n);
+}
+
+void *ag__arena_zeros(ag_tape *t, size_t n)
+{
+    void *p = ag__arena_alloc(t, n);
+    if (p)
+        memset(p, 0, n);
+    return p;
+}
+
+static bool push_record(ag_tape *t, const ag_record *r)
+{
+    if (t->n_recs == t->cap_recs) {
+        size_t cap = t->cap_recs ? t->cap_recs * 2 : 256;
+        ag_record *recs = NULL;
+        if (cap < SIZE_MAX / sizeof *recs) {
+            recs = ag__alloc(cap * sizeof *recs);
+        }
+        if (!recs) {
+            ag__error(t, AG_ERR_NOMEM, "tape: out of memory growing to %zu records", cap);
+            return false;
+        }
+        if (t->n_recs)
+            memcpy(recs, t->recs, t->n_recs * sizeof *recs);
+        ag__free(t->recs, t->cap_recs * sizeof *recs);
+        t->recs = recs;
+        t->cap_recs = cap;
+    }
+    t->recs[t->n_recs++] = *r;
+    return true;
+}
+
+/* Checks that the inputs exist, belong to t and agree in dtype. */
+static bool inputs_ok(ag_tape *t, const ag_op_def *def, const ag_record *r)
+{
+    for (int i = 0; i < def->arity; i++) {
+        const ag_tensor *x = r->in[i];
+        if (!x) {
+            ag__error(t, AG_ERR_NULL, "ag_%s: input %d is NULL", def->name, i + 1);
+            return false;
+        }
+        if (x->origin == AG_TAPE && x->tape != t) {
+            ag__error(t, AG_ERR_STATE, "ag_%s: input %d was made on another tape",
+                      def->name, i + 1);
+            return false;
+        }
+    }
+    if (def->same_dtype && def->arity == 2 && r->in[0]->dtype != r->in[1]->dtype) {
+        ag__error(t, AG_ERR_DTYPE, "ag_%s: dtypes %s and %s differ (convert with ag_cast)",
+                  def->name, ag_dtype_name(r->in[0]->dtype), ag_dtype_name(r->in[1]->dtype));
+        return false;
+    }
+    return true;
+}
+
+ag_tensor *ag__apply(ag_tape *t, ag_op op, ag_tensor *a, ag_tensor *b, const ag_attr *attr)
+{
+    if (!t || t->status != AG_OK)
+        return NULL;
+    const ag_op_def *def = &ag_op_table[op];
+    ag_record r = {.op = op, .in = {a, b}};
+    if (attr)
+        r.attr = *attr;
+    if (!inputs_ok(t, def, &r))
+        return NULL;
+    ag_tensor *out = ag__arena_zeros(t, sizeof *out);
+    if (!out)
+        return NULL;
+    out->origin = AG_TAPE;
+    out->tape = t;
+    out->dtype = a->dtype;
+    r.out = out;
+    if (def->shape(t, &r, out) != AG_OK)
+        return NULL;
+    size_t bytes;
+    if (!ag__numel(out->shape, out->rank, &out->numel) ||
+        !ag__mul_size(out->numel, ag_dtype_size(out->dtype), &bytes)) {
+        ag__error(t, AG_ERR_OVERFLOW, "ag_%s: the result's size overflows", def->name);
+        return NULL;
+    }
+    if (!def->view && !(out->data = ag__arena_alloc(t, bytes)))
+        return NULL;
+    if (def->forward(t, &r) != AG_OK)
+        return NULL;
+    bool needs_grad = false;
+    for (int i = 0; i < def->arity; i++)
+        needs_grad |= r.in[i]->requires_grad;
+    if (needs_grad && t->recording && op != AG_OP_DETACH) {
+        if (!push_record(t, &r))
+            return NULL;
+        out->requires_grad = true;
+    }
+    return out;
+}
+
+void ag_retain_grad(ag_tensor *x)
+{
+    if (x && x->origin == AG_TAPE)
+        x->retain_grad = true;
+}
+
+/* The buffer that receives x's gradient in the current pass: a leaf's own
+ * grad, or an op result's work buffer, zeroed on first use in this pass. */
+static void *grad_target(ag_tape *t, ag_tensor *x)
+{
+    if (x->origin != AG_TAPE)
+        return x->grad;
+    size_t bytes = x->numel * ag_dtype_size(x->dtype);
+    if (x->work_pass != t->pass) {
+        if (x->work)
+            memset(x->work, 0, bytes);
+        else
+            x->work = ag__arena_zeros(t, bytes);
+        x->work_pass = t->pass;
+    }
+    return x->work;
+}
+
+static void add_into(ag_dtype dt, size_t n, void *dst, const void *src)
+{
+    if (dt == AG_F32)
+        for (size_t i = 0; i < n; i++)
+            ((float *)dst)[i] += ((const float *)src)[i];
+    else
+        for (size_t i = 0; i < n; i++)
+            ((double *)dst)[i] += ((const double *)src)[i];
+}
+
+/* Keeps op result x's finished gradient for ag_grad (retain_grad). */
+static bool retain(ag_tape *t, ag_tensor *x)
+{
+    size_t bytes = x->numel * ag_dtype_size(x->dtype);
+    if (!x->grad && !(x->grad = ag__arena_zeros(t, bytes)))
+        return false;
+    add_into(x->dtype, x->numel, x->grad, x->work);
+    return true;
+}
+
+static ag_status replay(ag_tape *t)
+{
+    for (size_t k = t->n_recs; k-- > 0;) {
+        const ag_record *r = &t->recs[k];
+        ag_tensor *out = r->out;
+        if (out->work_pass != t->pass)
+            continue; /* no gradient reached this result */
+        if (out->retain_grad && !retain(t, out))
+            return t->status;
+        const ag_op_def *def = &ag_op_table[r->op];
+        void *gin[AG_MAX_INPUTS] = {NULL};
+        for (int i = 0; i < def->arity; i++)
+            if (r->in[i]->requires_grad && r->in[i]->numel &&
+                !(gin[i] = grad_target(t, r->in[i])))
+                return t->status;
+        if (def->backward(t, r, out->work, gin) != AG_OK)
+            return t->status;
+    }
+    return t->status;
+}
+
+static ag_status backward_check(ag_tape *t, ag_tensor *y, const char *fn)
+{
+    if (!t)
+        return AG_ERR_NULL;
+    if (t->status != AG_OK)
+        return t->status;
+    if (!y)
+        return ag__error(t, AG_ERR_NULL, "%s: tensor is NULL", fn);
+    if (y->origin == AG_TAPE && y->tape != t)
+        return ag__error(t, AG_ERR_STATE, "%s: tensor was made on another tape", fn);
+    if (!y->requires_grad)
+        return ag__error(t, AG_ERR_STATE,
+                         "%s: tensor does not require grad (no recorded input requires grad, "
+                         "or recording is off)", fn);
+    return AG_OK;
+}
+
+ag_status ag_backward_seed(ag_tape *t, ag_tensor *y, const ag_tensor *seed)
+{
+    ag_status s = backward_check(t, y, "ag_backward_seed");
+    if (s != AG_OK)
+        return s;
+    if (!seed)
+        return ag__error(t, AG_ERR_NULL, "ag_backward_seed: seed is NULL");
+    char ys[AG_SHAPE_BUF], ss[AG_SHAPE_BUF];
+    if (seed->dtype != y->dtype || seed->rank != y->rank ||
+        memcmp(seed->shape, y->shape, y->rank * sizeof *y->shape) != 0)
+        return ag__error(t, AG_ERR_SHAPE, "ag_backward_seed: seed %s %s does not match tensor %s %s",
+                         ag__shape_str(seed, ss, sizeof ss), ag_dtype_name(seed->dtype),
+                         ag__shape_str(y, ys, sizeof ys), ag_dtype_name(y->dtype));
+    t->pass++;
+    void *g = grad_target(t, y);
+    if (!g && y->numel)
+        return t->status;
+    add_into(y->dtype, y->numel, g, seed->data);
+    return y->origin == AG_TAPE ? replay(t) : AG_OK;
+}
+
+ag_status ag_backward(ag_tape *t, ag_tensor *y)
+{
+    ag_status s = backward_check(t, y, "ag_backward");
+    if (s != AG_OK)
+        return s;
+    if (y->numel != 1) {
+        char ys[AG_SHAPE_BUF];
+        return ag__error(t, AG_ERR_SHAPE,
+                         "ag_backward: tensor %s has %zu elements; give a seed with ag_backward_seed",
+                         ag__shape_str(y, ys, sizeof ys), y->numel);
+    }
+    double one64 = 1.0;
+    float one32 = 1.0f;
+    ag_tensor seed = *y;
+    seed.data = y->dtype == AG_F32 ? (void *)&one32 : (void *)&one64;
+    return ag_backward_seed(t, y, &seed);
+}
+
+/* ------------------------------------------------------------ DOT export */
+
+static void dot_node(FILE *out, const ag_tensor *x, const char *op)
+{
+    char shape[AG_SHAPE_BUF];
+    fprintf(out, "  n%p [label=\"%s%s%s\\n%s %s\"%s%s];\n", (const void *)x,
+            x->name, x->name[0] ? ": " : "", op, ag__shape_str(x, shape, sizeof shape),
+            ag_dtype_name(x->dtype), x->grad ? ", peripheries=2" : "",
+            x->origin == AG_TAPE ? "" : ", shape=box");
+}
+
+ag_status ag_tape_dot(const ag_tape *t, FILE *out)
+{
+    if (!t || !out)
+        return AG_ERR_NULL;
+    fputs("digraph tape {\n  rankdir=LR;\n  node [shape=ellipse, fontname=\"monospace\"];\n", out);
+    for (size_t k = 0; k < t->n_recs; k++) {
+        const ag_record *r = &t->recs[k];
+        const ag_op_def *def = &ag_op_table[r->op];
+        for (int i = 0; i < def->arity; i++) {
+            const ag_tensor *x = r->in[i];
+            if (x->origin != AG_TAPE)
+                dot_node(out, x, x->requires_grad ? "param" : "const");
+            fprintf(out, "  n%p -> n%p;\n", (const void *)x, (const void *)r->out);
+        }
+        dot_node(out, r->out, def->name);
+    }
+    fputs("}\n", out);
+    return ferror(out) ? AG_ERR_IO : AG_OK;
+}

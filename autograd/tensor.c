@@ -1,0 +1,267 @@
+/* tensor.c: leaf tensors (created and freed by the caller) and accessors. */
+#include "internal.h"
+
+#include <math.h>
+#include <string.h>
+
+const char *ag_dtype_name(ag_dtype dt)
+{
+    switch (dt) {
+    case AG_F32: return "f32";
+    case AG_F64: return "f64";
+    }
+    return "?";
+}
+
+size_t ag_dtype_size(ag_dtype dt)
+{
+    switch (dt) {
+    case AG_F32: return sizeof(float);
+    case AG_F64: return sizeof(double);
+    }
+    return 0;
+}
+
+/* The struct, then (for owned leaves) the data, in one allocation. */
+static ag_tensor *leaf_new(ag_dtype dt, const size_t *shape, size_t rank, bool with_data)
+{
+    size_t numel, bytes, total;
+    if (ag_dtype_size(dt) == 0 || rank > AG_MAX_RANK || (rank > 0 && !shape))
+        return NULL;
+    if (!ag__numel(shape, rank, &numel) || !ag__mul_size(numel, ag_dtype_size(dt), &bytes))
+        return NULL;
+    size_t head = (sizeof(ag_tensor) + AG_ALIGN - 1) / AG_ALIGN * AG_ALIGN;
+    total = head;
+    if (with_data && bytes > SIZE_MAX - head)
+        return NULL;
+    if (with_data)
+        total += bytes;
+    ag_tensor *x = ag__alloc(total);
+    if (!x)
+        return NULL;
+    memset(x, 0, sizeof *x);
+    x->dtype = dt;
+    x->origin = with_data ? AG_LEAF_OWNED : AG_LEAF_VIEW;
+    x->rank = rank;
+    if (rank)
+        memcpy(x->shape, shape, rank * sizeof *shape);
+    x->numel = numel;
+    x->alloc_size = total;
+    x->data = with_data ? (char *)x + head : NULL;
+    return x;
+}
+
+static void set_all(ag_tensor *x, double v)
+{
+    if (x->dtype == AG_F32)
+        for (size_t i = 0; i < x->numel; i++)
+            ((float *)x->data)[i] = (float)v;
+    else
+        for (size_t i = 0; i < x->numel; i++)
+            ((double *)x->data)[i] = v;
+}
+
+ag_tensor *ag_full(ag_dtype dt, const size_t *shape, size_t rank, double value)
+{
+    ag_tensor *x = leaf_new(dt, shape, rank, true);
+    if (x)
+        set_all(x, value);
+    return x;
+}
+
+ag_tensor *ag_zeros(ag_dtype dt, const size_t *shape, size_t rank)
+{
+    return ag_full(dt, shape, rank, 0.0);
+}
+
+ag_tensor *ag_ones(ag_dtype dt, const size_t *shape, size_t rank)
+{
+    return ag_full(dt, shape, rank, 1.0);
+}
+
+ag_tensor *ag_scalar(ag_dtype dt, double value)
+{
+    return ag_full(dt, NULL, 0, value);
+}
+
+ag_tensor *ag_from_data(ag_dtype dt, const size_t *shape, size_t rank, const void *data)
+{
+    if (!data)
+        return NULL;
+    ag_tensor *x = leaf_new(dt, shape, rank, true);
+    if (x && x->numel)
+        memcpy(x->data, data, x->numel * ag_dtype_size(dt));
+    return x;
+}
+
+ag_tensor *ag_view(ag_dtype dt, const size_t *shape, size_t rank, void *data, void *grad)
+{
+    if (!data)
+        return NULL;
+    ag_tensor *x = leaf_new(dt, shape, rank, false);
+    if (x) {
+        x->data = data;
+        x->grad = grad;
+    }
+    return x;
+}
+
+ag_tensor *ag_rand_uniform(ag_dtype dt, const size_t *shape, size_t rank,
+                           double lo, double hi, ag_rng *rng)
+{
+    if (!rng)
+        return NULL;
+    ag_tensor *x = leaf_new(dt, shape, rank, true);
+    for (size_t i = 0; x && i < x->numel; i++) {
+        double v = lo + (hi - lo) * ag_rng_uniform(rng);
+        if (dt == AG_F32)
+            ((float *)x->data)[i] = (float)v;
+        else
+            ((double *)x->data)[i] = v;
+    }
+    return x;
+}
+
+ag_tensor *ag_rand_normal(ag_dtype dt, const size_t *shape, size_t rank,
+                          double mean, double std, ag_rng *rng)
+{
+    if (!rng)
+        return NULL;
+    ag_tensor *x = leaf_new(dt, shape, rank, true);
+    for (size_t i = 0; x && i < x->numel; i++) {
+        double v = mean + std * ag_rng_normal(rng);
+        if (dt == AG_F32)
+            ((float *)x->data)[i] = (float)v;
+        else
+            ((double *)x->data)[i] = v;
+    }
+    return x;
+}
+
+void ag_tensor_free(ag_tensor *x)
+{
+    if (!x || x->origin == AG_TAPE)
+        return;
+    if (x->grad_owned)
+        ag__free(x->grad, x->numel * ag_dtype_size(x->dtype));
+    ag__free(x, x->alloc_size);
+}
+
+ag_status ag_set_requires_grad(ag_tensor *x, bool on)
+{
+    if (!x)
+        return AG_ERR_NULL;
+    if (x->origin == AG_TAPE)
+        return AG_ERR_STATE;
+    if (on && !x->grad && x->numel) {
+        x->grad = ag__calloc(x->numel * ag_dtype_size(x->dtype));
+        if (!x->grad)
+            return AG_ERR_NOMEM;
+        x->grad_owned = true;
+    }
+    x->requires_grad = on;
+    return AG_OK;
+}
+
+bool ag_requires_grad(const ag_tensor *x) { return x && x->requires_grad; }
+ag_dtype ag_tensor_dtype(const ag_tensor *x) { return x ? x->dtype : AG_F32; }
+size_t ag_tensor_rank(const ag_tensor *x) { return x ? x->rank : 0; }
+const size_t *ag_tensor_shape(const ag_tensor *x) { return x ? x->shape : NULL; }
+size_t ag_tensor_numel(const ag_tensor *x) { return x ? x->numel : 0; }
+void *ag_data(const ag_tensor *x) { return x ? x->data : NULL; }
+void *ag_grad(const ag_tensor *x) { return x ? x->grad : NULL; }
+
+static double element(ag_dtype dt, const void *p, size_t i)
+{
+    return dt == AG_F32 ? (double)((const float *)p)[i] : ((const double *)p)[i];
+}
+
+double ag_get(const ag_tensor *x, size_t i)
+{
+    return x && i < x->numel ? element(x->dtype, x->data, i) : NAN;
+}
+
+double ag_get_grad(const ag_tensor *x, size_t i)
+{
+    return x && x->grad && i < x->numel ? element(x->dtype, x->grad, i) : NAN;
+}
+
+double ag_item(const ag_tensor *x)
+{
+    return ag_get(x, 0);
+}
+
+void ag_zero_grad(ag_tensor *x)
+{
+    if (x && x->grad)
+        memset(x->grad, 0, x->numel * ag_dtype_size(x->dtype));
+}
+
+void ag_tensor_set_name(ag_tensor *x, const char *name)
+{
+    if (!x)
+        return;
+    size_t n = name ? strlen(name) : 0;
+    if (n >= AG_NAME_MAX)
+        n = AG_NAME_MAX - 1;
+    if (n)
+        memcpy(x->name, name, n);
+    x->name[n] = '\0';
+}
+
+const char *ag_tensor_name(const ag_tensor *x)
+{
+    return x ? x->name : "";
+}
+
+const char *ag__shape_str(const ag_tensor *x, char *buf, size_t cap)
+{
+    size_t used = 0;
+    int n = snprintf(buf, cap, "[");
+    used = n > 0 ? (size_t)n : 0;
+    for (size_t i = 0; x && i < x->rank && used < cap; i++) {
+        n = snprintf(buf + used, cap - used, i ? ",%zu" : "%zu", x->shape[i]);
+        used += n > 0 ? (size_t)n : 0;
+    }
+    if (used < cap)
+        snprintf(buf + used, cap - used, "]");
+    return buf;
+}
+
+/* Prints axis `dim` of the block at `offset`, eliding the middle of long
+ * axes as numpy does ("...") so big tensors stay readable. */
+static void print_block(const ag_tensor *x, FILE *out, size_t dim, size_t offset, size_t stride)
+{
+    enum { EDGE = 3 };
+    size_t n = x->shape[dim], inner = stride / (n ? n : 1);
+    fputc('[', out);
+    for (size_t i = 0; i < n; i++) {
+        if (n > 2 * EDGE + 1 && i == EDGE) {
+            fputs(dim + 1 == x->rank ? "..., " : "...,\n", out);
+            i = n - EDGE - 1;
+            continue;
+        }
+        if (dim + 1 == x->rank)
+            fprintf(out, "%.6g", element(x->dtype, x->data, offset + i));
+        else
+            print_block(x, out, dim + 1, offset + i * inner, inner);
+        if (i + 1 < n)
+            fputs(dim + 1 == x->rank ? ", " : ",\n", out);
+    }
+    fputc(']', out);
+}
+
+ag_status ag_tensor_print(const ag_tensor *x, FILE *out)
+{
+    if (!x || !out)
+        return AG_ERR_NULL;
+    char shape[AG_SHAPE_BUF];
+    fprintf(out, "tensor %s%s%s %s ", x->name, x->name[0] ? " " : "",
+            ag__shape_str(x, shape, sizeof shape), ag_dtype_name(x->dtype));
+    if (x->rank == 0)
+        fprintf(out, "%.6g", element(x->dtype, x->data, 0));
+    else
+        print_block(x, out, 0, 0, x->numel);
+    fputc('\n', out);
+    return ferror(out) ? AG_ERR_IO : AG_OK;
+}

@@ -1,0 +1,417 @@
+/* refcase.c: the reference-case reader and runner. */
+#include "refcase.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ------------------------------------------------------------ reading */
+
+typedef struct {
+    const char *p, *end;
+    int line;
+    char *err;
+    size_t errcap;
+} reader;
+
+static bool fail(reader *r, const char *msg)
+{
+    snprintf(r->err, r->errcap, "line %d: %s", r->line, msg);
+    return false;
+}
+
+/* Next whitespace-separated word of the current line into buf. */
+static bool word(reader *r, const char *line_end, char *buf, size_t cap)
+{
+    while (r->p < line_end && (*r->p == ' ' || *r->p == '\t' || *r->p == '\r'))
+        r->p++;
+    size_t n = 0;
+    while (r->p < line_end && *r->p != ' ' && *r->p != '\t' && *r->p != '\r') {
+        if (n + 1 >= cap)
+            return false;
+        buf[n++] = *r->p++;
+    }
+    buf[n] = '\0';
+    return n > 0;
+}
+
+static bool number(const char *s, double *out)
+{
+    char *end;
+    errno = 0;
+    *out = strtod(s, &end);
+    return *s && *end == '\0';
+}
+
+static bool count(const char *s, size_t *out)
+{
+    double v;
+    if (!number(s, &v) || v < 0 || v > 1e9 || v != floor(v))
+        return false;
+    *out = (size_t)v;
+    return true;
+}
+
+/* "NDIM D0 .. : V..." of input, const, value and grad lines. */
+static bool tensor_line(reader *r, const char *le, ref_line *l)
+{
+    char w[REF_NAME_MAX];
+    if (!word(r, le, w, sizeof w) || !count(w, &l->rank) || l->rank > AG_MAX_RANK)
+        return fail(r, "expected a rank 0..8");
+    size_t numel = 1;
+    for (size_t d = 0; d < l->rank; d++) {
+        if (!word(r, le, w, sizeof w) || !count(w, &l->shape[d]))
+            return fail(r, "expected a dimension");
+        numel *= l->shape[d];
+        if (numel > 100000000)
+            return fail(r, "tensor too large");
+    }
+    if (!word(r, le, w, sizeof w) || strcmp(w, ":") != 0)
+        return fail(r, "expected ':' after the shape");
+    l->values = malloc((numel ? numel : 1) * sizeof *l->values);
+    if (!l->values)
+        return fail(r, "out of memory");
+    for (l->count = 0; l->count < numel; l->count++)
+        if (!word(r, le, w, sizeof w) || !number(w, &l->values[l->count]))
+            return fail(r, "expected as many numbers as the shape holds");
+    if (word(r, le, w, sizeof w))
+        return fail(r, "more numbers than the shape holds");
+    return true;
+}
+
+/* "NAME = OP ARG... ATTR..." of step lines: args are names, attrs numbers. */
+static bool step_line(reader *r, const char *le, ref_line *l)
+{
+    char w[REF_NAME_MAX];
+    if (!word(r, le, w, sizeof w) || strcmp(w, "=") != 0)
+        return fail(r, "expected '=' after the step's name");
+    if (!word(r, le, l->op, sizeof l->op))
+        return fail(r, "expected an op");
+    while (word(r, le, w, sizeof w)) {
+        double v;
+        if (number(w, &v)) {
+            if (l->nattrs == REF_MAX_ATTRS)
+                return fail(r, "too many attributes");
+            l->attrs[l->nattrs++] = v;
+        } else {
+            if (l->nargs == REF_MAX_ARGS || l->nattrs)
+                return fail(r, "too many arguments, or an argument after a number");
+            strcpy(l->args[l->nargs++], w);
+        }
+    }
+    return true;
+}
+
+static bool push(void **items, size_t *n, size_t size)
+{
+    void *p = realloc(*items, (*n + 1) * size);
+    if (!p)
+        return false;
+    memset((char *)p + *n * size, 0, size);
+    *items = p;
+    (*n)++;
+    return true;
+}
+
+static bool parse_line(reader *r, const char *le, ref_file *f, ref_case **cur)
+{
+    char w[REF_NAME_MAX];
+    if (!word(r, le, w, sizeof w) || w[0] == '#')
+        return true;
+    if (strcmp(w, "case") == 0) {
+        if (*cur)
+            return fail(r, "'case' before the previous case's 'end'");
+        if (!push((void **)&f->cases, &f->n, sizeof *f->cases))
+            return fail(r, "out of memory");
+        *cur = &f->cases[f->n - 1];
+        if (!word(r, le, (*cur)->name, sizeof (*cur)->name))
+            return fail(r, "expected a case name");
+        return true;
+    }
+    if (!*cur)
+        return fail(r, "a record outside 'case' ... 'end'");
+    if (strcmp(w, "end") == 0) {
+        *cur = NULL;
+        return true;
+    }
+    static const char *kinds[] = {"input", "const", "step", "value", "grad"};
+    for (int k = 0; k < 5; k++) {
+        if (strcmp(w, kinds[k]) != 0)
+            continue;
+        if (!push((void **)&(*cur)->lines, &(*cur)->n, sizeof(ref_line)))
+            return fail(r, "out of memory");
+        ref_line *l = &(*cur)->lines[(*cur)->n - 1];
+        l->kind = (ref_kind)k;
+        l->line = r->line;
+        if (!word(r, le, l->name, sizeof l->name))
+            return fail(r, "expected a name");
+        return k == REF_STEP ? step_line(r, le, l) : tensor_line(r, le, l);
+    }
+    return fail(r, "unknown record");
+}
+
+bool ref_parse(const char *text, size_t len, ref_file *out, char *err, size_t errcap)
+{
+    reader r = {text, text + len, 0, err, errcap};
+    ref_case *cur = NULL;
+    memset(out, 0, sizeof *out);
+    while (r.p < r.end) {
+        const char *le = memchr(r.p, '\n', (size_t)(r.end - r.p));
+        if (!le)
+            le = r.end;
+        r.line++;
+        if (!parse_line(&r, le, out, &cur)) {
+            ref_free(out);
+            return false;
+        }
+        r.p = le < r.end ? le + 1 : le;
+    }
+    if (cur) {
+        fail(&r, "the last case has no 'end'");
+        ref_free(out);
+        return false;
+    }
+    return true;
+}
+
+void ref_free(ref_file *f)
+{
+    for (size_t i = 0; i < f->n; i++) {
+        for (size_t j = 0; j < f->cases[i].n; j++)
+            free(f->cases[i].lines[j].values);
+        free(f->cases[i].lines);
+    }
+    free(f->cases);
+    memset(f, 0, sizeof *f);
+}
+
+/* ------------------------------------------------------------ running */
+
+typedef struct {
+    const char *name;
+    ag_tensor *x;
+} binding;
+
+typedef struct {
+    binding *b;
+    size_t n;
+    ag_tape *tape;
+    ag_dtype dt;
+    ref_result res;
+} env;
+
+static ag_tensor *lookup(env *e, const char *name)
+{
+    for (size_t i = e->n; i-- > 0;)
+        if (strcmp(e->b[i].name, name) == 0)
+            return e->b[i].x;
+    return NULL;
+}
+
+static ag_tensor *make_leaf(env *e, const ref_line *l)
+{
+    size_t es = ag_dtype_size(e->dt);
+    void *buf = malloc((l->count ? l->count : 1) * es);
+    if (!buf)
+        return NULL;
+    for (size_t i = 0; i < l->count; i++) {
+        if (e->dt == AG_F32)
+            ((float *)buf)[i] = (float)l->values[i];
+        else
+            ((double *)buf)[i] = l->values[i];
+    }
+    ag_tensor *x = ag_from_data(e->dt, l->shape, l->rank, buf);
+    free(buf);
+    if (x && l->kind == REF_INPUT && ag_set_requires_grad(x, true) != AG_OK) {
+        ag_tensor_free(x);
+        x = NULL;
+    }
+    return x;
+}
+
+/* An integer attribute in a range where casts are defined. */
+static bool int_attr(const ref_line *l, size_t i, long *out)
+{
+    if (i >= l->nattrs || !(fabs(l->attrs[i]) < 1e9) || l->attrs[i] != floor(l->attrs[i]))
+        return false;
+    *out = (long)l->attrs[i];
+    return true;
+}
+
+typedef enum { A_NONE, A_SCALAR, A_AXIS, A_AXIS_KEEP, A_SLICE, A_SHAPE } attr_kind;
+
+typedef struct {
+    const char *name;
+    size_t nargs;
+    attr_kind attrs;
+    ag_tensor *(*f1)(ag_tape *, ag_tensor *);
+    ag_tensor *(*f2)(ag_tape *, ag_tensor *, ag_tensor *);
+} ref_op;
+
+static const ref_op ops[] = {
+    {"neg", 1, A_NONE, ag_neg, NULL}, {"exp", 1, A_NONE, ag_exp, NULL},
+    {"log", 1, A_NONE, ag_log, NULL}, {"sqrt", 1, A_NONE, ag_sqrt, NULL},
+    {"sigmoid", 1, A_NONE, ag_sigmoid, NULL}, {"tanh", 1, A_NONE, ag_tanh, NULL},
+    {"relu", 1, A_NONE, ag_relu, NULL}, {"softplus", 1, A_NONE, ag_softplus, NULL},
+    {"abs", 1, A_NONE, ag_abs, NULL}, {"transpose", 1, A_NONE, ag_transpose, NULL},
+    {"sum", 1, A_NONE, ag_sum, NULL}, {"mean", 1, A_NONE, ag_mean, NULL},
+    {"add", 2, A_NONE, NULL, ag_add}, {"sub", 2, A_NONE, NULL, ag_sub},
+    {"mul", 2, A_NONE, NULL, ag_mul}, {"div", 2, A_NONE, NULL, ag_div},
+    {"matmul", 2, A_NONE, NULL, ag_matmul}, {"bmm", 2, A_NONE, NULL, ag_matmul},
+    {"mse_loss", 2, A_NONE, NULL, ag_mse}, {"quadratic_cost", 2, A_NONE, NULL, ag_quadratic_cost},
+    {"bce_loss", 2, A_NONE, NULL, ag_bce}, {"bce_with_logits", 2, A_NONE, NULL, ag_bce_with_logits},
+    {"cross_entropy", 2, A_NONE, NULL, ag_cross_entropy},
+    {"leaky_relu", 1, A_SCALAR, NULL, NULL}, {"pow", 1, A_SCALAR, NULL, NULL},
+    {"softmax", 1, A_AXIS, NULL, NULL}, {"log_softmax", 1, A_AXIS, NULL, NULL},
+    {"concat", 2, A_AXIS, NULL, NULL},
+    {"sum_axis", 1, A_AXIS_KEEP, NULL, NULL}, {"mean_axis", 1, A_AXIS_KEEP, NULL, NULL},
+    {"max_axis", 1, A_AXIS_KEEP, NULL, NULL},
+    {"slice", 1, A_SLICE, NULL, NULL}, {"reshape", 1, A_SHAPE, NULL, NULL},
+};
+
+/* The ops whose attributes need more than a table row. */
+static ag_tensor *apply_with_attrs(env *e, const ref_op *op, const ref_line *l, ag_tensor *a, ag_tensor *b)
+{
+    ag_tape *t = e->tape;
+    long ax = 0, keep = 0, start = 0, end = 0;
+    const char *n = op->name;
+    switch (op->attrs) {
+    case A_NONE:
+        return op->f1 ? op->f1(t, a) : op->f2(t, a, b);
+    case A_SCALAR:
+        if (l->nattrs != 1)
+            return NULL;
+        return strcmp(n, "pow") == 0 ? ag_pow(t, a, l->attrs[0]) : ag_leaky_relu(t, a, l->attrs[0]);
+    case A_AXIS:
+        if (l->nattrs != 1 || !int_attr(l, 0, &ax))
+            return NULL;
+        return strcmp(n, "concat") == 0 ? ag_concat(t, a, b, (int)ax)
+             : strcmp(n, "softmax") == 0 ? ag_softmax(t, a, (int)ax) : ag_log_softmax(t, a, (int)ax);
+    case A_AXIS_KEEP:
+        if (l->nattrs != 2 || !int_attr(l, 0, &ax) || !int_attr(l, 1, &keep))
+            return NULL;
+        return strcmp(n, "sum_axis") == 0 ? ag_sum_axis(t, a, (int)ax, keep != 0)
+             : strcmp(n, "mean_axis") == 0 ? ag_mean_axis(t, a, (int)ax, keep != 0)
+             : ag_max_axis(t, a, (int)ax, keep != 0);
+    case A_SLICE:
+        if (l->nattrs != 3 || !int_attr(l, 0, &ax) || !int_attr(l, 1, &start) || !int_attr(l, 2, &end) ||
+            start < 0 || end < 0)
+            return NULL;
+        return ag_slice(t, a, (int)ax, (size_t)start, (size_t)end);
+    case A_SHAPE: {
+        size_t shape[AG_MAX_RANK];
+        if (l->nattrs > AG_MAX_RANK)
+            return NULL;
+        for (size_t i = 0; i < l->nattrs; i++) {
+            long d;
+            if (!int_attr(l, i, &d) || d < 0)
+                return NULL;
+            shape[i] = (size_t)d;
+        }
+        return ag_reshape(t, a, shape, l->nattrs);
+    }
+    }
+    return NULL;
+}
+
+static ag_tensor *run_step(env *e, const ref_line *l)
+{
+    const ref_op *op = NULL;
+    for (size_t i = 0; i < sizeof ops / sizeof ops[0]; i++)
+        if (strcmp(ops[i].name, l->op) == 0)
+            op = &ops[i];
+    if (!op || l->nargs != op->nargs) {
+        snprintf(e->res.what, sizeof e->res.what, "line %d: unknown op or wrong arity: %s", l->line, l->op);
+        return NULL;
+    }
+    ag_tensor *a = lookup(e, l->args[0]), *b = op->nargs > 1 ? lookup(e, l->args[1]) : NULL;
+    if (!a || (op->nargs > 1 && !b)) {
+        snprintf(e->res.what, sizeof e->res.what, "line %d: unknown argument", l->line);
+        return NULL;
+    }
+    if (strcmp(op->name, "bmm") == 0 && (ag_tensor_rank(a) != 3 || ag_tensor_rank(b) != 3)) {
+        snprintf(e->res.what, sizeof e->res.what, "line %d: bmm needs rank-3 operands", l->line);
+        return NULL;
+    }
+    ag_tensor *y = apply_with_attrs(e, op, l, a, b);
+    if (!y)
+        snprintf(e->res.what, sizeof e->res.what, "line %d: %s: %s", l->line, l->op,
+                 ag_tape_status(e->tape) ? ag_tape_error(e->tape) : "bad attributes");
+    return y;
+}
+
+/* Compares n values; keeps the worst mismatch in e->res. */
+static void compare(env *e, const ref_line *l, const ag_tensor *x, bool grad, double tol)
+{
+    if (!x || ag_tensor_numel(x) != l->count || (grad && !ag_grad(x))) {
+        e->res.passed = false;
+        snprintf(e->res.what, sizeof e->res.what, "%s %s: missing or wrong size",
+                 grad ? "grad" : "value", l->name);
+        return;
+    }
+    for (size_t i = 0; i < l->count; i++) {
+        double got = grad ? ag_get_grad(x, i) : ag_get(x, i), want = l->values[i];
+        if (!(fabs(got - want) <= tol + tol * fabs(want)) && e->res.passed) {
+            e->res.passed = false;
+            e->res.got = got;
+            e->res.want = want;
+            snprintf(e->res.what, sizeof e->res.what, "%s %s[%zu]", grad ? "grad" : "value", l->name, i);
+        }
+    }
+}
+
+static bool bind(env *e, const char *name, ag_tensor *x)
+{
+    binding *b = realloc(e->b, (e->n + 1) * sizeof *b);
+    if (!b)
+        return false;
+    e->b = b;
+    e->b[e->n++] = (binding){name, x};
+    return true;
+}
+
+static void run_lines(env *e, const ref_case *c, double tol)
+{
+    ag_tensor *last = NULL;
+    for (size_t i = 0; i < c->n && e->res.passed; i++) {
+        const ref_line *l = &c->lines[i];
+        if (l->kind == REF_INPUT || l->kind == REF_CONST) {
+            ag_tensor *x = make_leaf(e, l);
+            if (!x || !bind(e, l->name, x)) {
+                ag_tensor_free(x);
+                e->res.passed = false;
+                snprintf(e->res.what, sizeof e->res.what, "line %d: cannot make tensor", l->line);
+            }
+        } else if (l->kind == REF_STEP) {
+            last = run_step(e, l);
+            if (!last || !bind(e, l->name, last))
+                e->res.passed = false;
+        } else if (l->kind == REF_VALUE) {
+            compare(e, l, lookup(e, l->name), false, tol);
+            if (e->res.passed && last && ag_backward(e->tape, last) != AG_OK) {
+                e->res.passed = false;
+                snprintf(e->res.what, sizeof e->res.what, "backward: %s", ag_tape_error(e->tape));
+            }
+        } else {
+            compare(e, l, lookup(e, l->name), true, tol);
+        }
+    }
+}
+
+ref_result ref_run(const ref_case *c, ag_dtype dt, double tol)
+{
+    env e = {.dt = dt, .tape = ag_tape_new(), .res = {.passed = true}};
+    if (!e.tape) {
+        e.res.passed = false;
+        snprintf(e.res.what, sizeof e.res.what, "out of memory");
+        return e.res;
+    }
+    run_lines(&e, c, tol);
+    for (size_t i = 0; i < e.n; i++)
+        ag_tensor_free(e.b[i].x); /* leaves only: op results are the tape's */
+    free(e.b);
+    ag_tape_free(e.tape);
+    return e.res;
+}
