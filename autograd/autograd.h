@@ -142,7 +142,8 @@ void ag_zero_grad(ag_tensor *x);
 /* A name shown in DOT output and error messages; copied, cut to 31 bytes. */
 void ag_tensor_set_name(ag_tensor *x, const char *name);
 const char *ag_tensor_name(const ag_tensor *x);   /* "" when unnamed */
-/* Prints shape, dtype and values (numpy style, long tensors elided). */
+/* Prints name, shape, dtype and values (numpy style, long axes elided),
+ * then the grad when x has one. AG_ERR_NULL, or AG_ERR_IO if writing fails. */
 ag_status ag_tensor_print(const ag_tensor *x, FILE *out);
 
 /* ------------------------------------------------------------------ tape */

@@ -228,27 +228,38 @@ const char *ag__shape_str(const ag_tensor *x, char *buf, size_t cap)
     return buf;
 }
 
-/* Prints axis `dim` of the block at `offset`, eliding the middle of long
- * axes as numpy does ("...") so big tensors stay readable. */
-static void print_block(const ag_tensor *x, FILE *out, size_t dim, size_t offset, size_t stride)
+/* Prints axis `dim` of the block at `offset`, numpy style: nested rows
+ * indented under their bracket, the middle of long axes elided ("..."). */
+static void print_block(const ag_tensor *x, const void *p, FILE *out, size_t dim, size_t offset,
+                        size_t stride)
 {
     enum { EDGE = 3 };
-    size_t n = x->shape[dim], inner = stride / (n ? n : 1);
+    size_t n = x->shape[dim], inner = n ? stride / n : 0;
+    bool last = dim + 1 == x->rank;
     fputc('[', out);
     for (size_t i = 0; i < n; i++) {
         if (n > 2 * EDGE + 1 && i == EDGE) {
-            fputs(dim + 1 == x->rank ? "..., " : "...,\n", out);
+            fprintf(out, last ? "..., " : "...,\n%*s", (int)(dim + 1), "");
             i = n - EDGE - 1;
             continue;
         }
-        if (dim + 1 == x->rank)
-            fprintf(out, "%.6g", element(x->dtype, x->data, offset + i));
+        if (last)
+            fprintf(out, "%.6g", element(x->dtype, p, offset + i));
         else
-            print_block(x, out, dim + 1, offset + i * inner, inner);
+            print_block(x, p, out, dim + 1, offset + i * inner, inner);
         if (i + 1 < n)
-            fputs(dim + 1 == x->rank ? ", " : ",\n", out);
+            fprintf(out, last ? ", " : ",\n%*s", (int)(dim + 1), "");
     }
     fputc(']', out);
+}
+
+static void print_values(const ag_tensor *x, const void *p, FILE *out)
+{
+    if (x->rank == 0)
+        fprintf(out, "%.6g", element(x->dtype, p, 0));
+    else
+        print_block(x, p, out, 0, 0, x->numel);
+    fputc('\n', out);
 }
 
 ag_status ag_tensor_print(const ag_tensor *x, FILE *out)
@@ -256,12 +267,12 @@ ag_status ag_tensor_print(const ag_tensor *x, FILE *out)
     if (!x || !out)
         return AG_ERR_NULL;
     char shape[AG_SHAPE_BUF];
-    fprintf(out, "tensor %s%s%s %s ", x->name, x->name[0] ? " " : "",
-            ag__shape_str(x, shape, sizeof shape), ag_dtype_name(x->dtype));
-    if (x->rank == 0)
-        fprintf(out, "%.6g", element(x->dtype, x->data, 0));
-    else
-        print_block(x, out, 0, 0, x->numel);
-    fputc('\n', out);
+    fprintf(out, "tensor%s%s %s %s%s", x->name[0] ? " " : "", x->name,
+            ag__shape_str(x, shape, sizeof shape), ag_dtype_name(x->dtype), x->rank ? "\n" : " ");
+    print_values(x, x->data, out);
+    if (x->grad) {
+        fputs(x->rank ? "grad\n" : "grad ", out);
+        print_values(x, x->grad, out);
+    }
     return ferror(out) ? AG_ERR_IO : AG_OK;
 }
