@@ -159,12 +159,14 @@ ag_status ag__axis_shape(ag_tape *t, ag_record *r, ag_tensor *out);
 ag_status ag__cross_entropy_shape(ag_tape *t, ag_record *r, ag_tensor *out);
 ag_status ag__softmax_shape(ag_tape *t, ag_record *r, ag_tensor *out);
 
-/* GEMM (kernels/gemm.c): C[m,n] = beta·C + A·B where A is [m,k] (or [k,m]
- * read transposed when ta) and B is [k,n] (or [n,k] when tb); row-major,
- * contiguous. beta is 0 or 1. */
-void ag__gemm_f32(bool ta, bool tb, size_t m, size_t n, size_t k,
-                  const float *A, const float *B, float beta, float *C);
-void ag__gemm_f64(bool ta, bool tb, size_t m, size_t n, size_t k,
-                  const double *A, const double *B, double beta, double *C);
+/* GEMM (kernels/gemm.c): C[m,n] = op(A)·op(B), or C += op(A)·op(B) when
+ * accumulate, where op(A) is [m,k]: A stored [m,k], or [k,m] read
+ * transposed when ta; likewise B [k,n], or [n,k] when tb. Row-major,
+ * contiguous. Packing space comes from the tape's scratch. */
+ag_status ag__gemm(ag_tape *t, ag_dtype dt, bool ta, bool tb, size_t m, size_t n, size_t k,
+                   const void *A, const void *B, bool accumulate, void *C);
+/* A grow-only buffer of at least n bytes owned by t, 64-byte aligned, kept
+ * across resets (NULL with an error on t if it cannot grow). */
+void *ag__scratch(ag_tape *t, size_t n);
 
 #endif

@@ -18,6 +18,8 @@ struct ag_tape {
     size_t n_recs, cap_recs;
     bool recording;
     uint64_t pass;           /* counts backward passes; tags work buffers */
+    void *scratch;           /* kernels' packing space, grow-only */
+    size_t scratch_size;
     ag_status status;
     char msg[AG_MSG_MAX];
 };
@@ -41,6 +43,7 @@ void ag_tape_free(ag_tape *t)
         ag__free(c, sizeof *c + c->size);
     }
     ag__free(t->recs, t->cap_recs * sizeof *t->recs);
+    ag__free(t->scratch, t->scratch_size + AG_ALIGN);
     ag__free(t, sizeof *t);
 }
 
@@ -168,6 +171,22 @@ void *ag__arena_zeros(ag_tape *t, size_t n)
     if (p)
         memset(p, 0, n);
     return p;
+}
+
+void *ag__scratch(ag_tape *t, size_t n)
+{
+    if (n > t->scratch_size) {
+        void *p = n <= SIZE_MAX - AG_ALIGN ? ag__alloc(n + AG_ALIGN) : NULL;
+        if (!p) {
+            ag__error(t, AG_ERR_NOMEM, "scratch: out of memory allocating %zu bytes", n);
+            return NULL;
+        }
+        ag__free(t->scratch, t->scratch_size + AG_ALIGN);
+        t->scratch = p;
+        t->scratch_size = n;
+    }
+    uintptr_t base = (uintptr_t)t->scratch;
+    return (void *)((base + AG_ALIGN - 1) & ~(uintptr_t)(AG_ALIGN - 1));
 }
 
 static bool push_record(ag_tape *t, const ag_record *r)

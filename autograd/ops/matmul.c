@@ -47,43 +47,39 @@ ag_status ag__matmul_shape(ag_tape *t, ag_record *r, ag_tensor *out)
     return AG_OK;
 }
 
+/* Element offset of batch entry i of a: 0 for a shared rank-2 operand. */
+static const char *entry(const ag_tensor *x, const void *base, size_t i, size_t stride)
+{
+    return (const char *)base + i * stride * ag_dtype_size(x->dtype);
+}
+
 ag_status ag__matmul_forward(ag_tape *t, ag_record *r)
 {
-    (void)t;
-    mm_dims d = dims_of(r->in[0], r->in[1]);
-    for (size_t i = 0; i < d.batch; i++) {
-        size_t oa = i * d.stride_a, ob = i * d.stride_b, oy = i * d.m * d.n;
-        if (r->out->dtype == AG_F32)
-            ag__gemm_f32(false, false, d.m, d.n, d.k, (const float *)r->in[0]->data + oa,
-                         (const float *)r->in[1]->data + ob, 0, (float *)r->out->data + oy);
-        else
-            ag__gemm_f64(false, false, d.m, d.n, d.k, (const double *)r->in[0]->data + oa,
-                         (const double *)r->in[1]->data + ob, 0, (double *)r->out->data + oy);
-    }
-    return AG_OK;
+    const ag_tensor *a = r->in[0], *b = r->in[1];
+    mm_dims d = dims_of(a, b);
+    ag_status s = AG_OK;
+    for (size_t i = 0; i < d.batch && s == AG_OK; i++)
+        s = ag__gemm(t, a->dtype, false, false, d.m, d.n, d.k, entry(a, a->data, i, d.stride_a),
+                     entry(b, b->data, i, d.stride_b), false,
+                     (void *)entry(r->out, r->out->data, i, d.m * d.n));
+    return s;
 }
 
 ag_status ag__matmul_backward(ag_tape *t, const ag_record *r, const void *gout, void *gin[])
 {
-    (void)t;
-    mm_dims d = dims_of(r->in[0], r->in[1]);
-    bool f32 = r->out->dtype == AG_F32;
-    for (size_t i = 0; i < d.batch; i++) {
-        size_t oa = i * d.stride_a, ob = i * d.stride_b, oy = i * d.m * d.n;
-        if (gin[0] && f32)
-            ag__gemm_f32(false, true, d.m, d.k, d.n, (const float *)gout + oy,
-                         (const float *)r->in[1]->data + ob, 1, (float *)gin[0] + oa);
-        else if (gin[0])
-            ag__gemm_f64(false, true, d.m, d.k, d.n, (const double *)gout + oy,
-                         (const double *)r->in[1]->data + ob, 1, (double *)gin[0] + oa);
-        if (gin[1] && f32)
-            ag__gemm_f32(true, false, d.k, d.n, d.m, (const float *)r->in[0]->data + oa,
-                         (const float *)gout + oy, 1, (float *)gin[1] + ob);
-        else if (gin[1])
-            ag__gemm_f64(true, false, d.k, d.n, d.m, (const double *)r->in[0]->data + oa,
-                         (const double *)gout + oy, 1, (double *)gin[1] + ob);
+    const ag_tensor *a = r->in[0], *b = r->in[1];
+    mm_dims d = dims_of(a, b);
+    ag_status s = AG_OK;
+    for (size_t i = 0; i < d.batch && s == AG_OK; i++) {
+        const void *gy = entry(r->out, gout, i, d.m * d.n);
+        if (gin[0]) /* ga += gy · b^T */
+            s = ag__gemm(t, a->dtype, false, true, d.m, d.k, d.n, gy, entry(b, b->data, i, d.stride_b),
+                         true, (void *)entry(a, gin[0], i, d.stride_a));
+        if (gin[1] && s == AG_OK) /* gb += a^T · gy */
+            s = ag__gemm(t, a->dtype, true, false, d.k, d.n, d.m, entry(a, a->data, i, d.stride_a), gy,
+                         true, (void *)entry(b, gin[1], i, d.stride_b));
     }
-    return AG_OK;
+    return s;
 }
 
 ag_tensor *ag_matmul(ag_tape *t, ag_tensor *a, ag_tensor *b)

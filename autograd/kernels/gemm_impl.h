@@ -1,0 +1,110 @@
+/* gemm_impl.h: the packed GEMM for one element type, included by gemm.c
+ * once per dtype with T (element), V (SIMD vector of VL elements), VU (the
+ * same, unaligned) and SUFFIX defined.
+ *
+ * The BLIS loop nest: B is packed in KC x NC blocks of NR-wide column
+ * panels, A in MC x KC blocks of MR-tall row panels, and a micro-kernel
+ * keeps an MR x NR tile of C in registers while it streams the two panels.
+ * Transposed operands are read through strides while packing, so backward
+ * never copies a transpose. */
+
+#define CAT_(a, b) a##_##b
+#define CAT(a, b) CAT_(a, b)
+#define FN(name) CAT(name, SUFFIX)
+
+enum { FN(NR) = 2 * VL };
+
+/* C[0:MR, 0:NR] (row stride ldc) += panel_a · panel_b, kc deep. Compiled
+ * once per ISA; the loader picks the best the CPU has. */
+AG_KERNEL_CLONES
+static void FN(micro_kernel)(size_t kc, const T *restrict pa, const T *restrict pb,
+                             T *restrict c, size_t ldc)
+{
+    V zero = {0}, acc[GEMM_MR][2];
+    /* fully unrolled, so the tile lives in registers */
+#pragma GCC unroll 8
+    for (int r = 0; r < GEMM_MR; r++)
+        acc[r][0] = acc[r][1] = zero;
+    for (size_t p = 0; p < kc; p++, pa += GEMM_MR, pb += FN(NR)) {
+        V b0 = *(const V *)pb, b1 = *(const V *)(pb + VL);
+#pragma GCC unroll 8
+        for (int r = 0; r < GEMM_MR; r++) {
+            acc[r][0] += pa[r] * b0;
+            acc[r][1] += pa[r] * b1;
+        }
+    }
+#pragma GCC unroll 8
+    for (int r = 0; r < GEMM_MR; r++) {
+        VU *row = (VU *)(c + (size_t)r * ldc);
+        row[0] += acc[r][0];
+        row[1] += acc[r][1];
+    }
+}
+
+/* Packs A(i0:i0+mc, p0:p0+kc) into MR-row panels, zero-padding the last. */
+static void FN(pack_a)(const gemm_op *A, size_t i0, size_t p0, size_t mc, size_t kc, T *pa)
+{
+    const T *a = A->data;
+    for (size_t ir = 0; ir < mc; ir += GEMM_MR)
+        for (size_t p = 0; p < kc; p++)
+            for (size_t r = 0; r < GEMM_MR; r++, pa++) {
+                size_t i = i0 + ir + r;
+                *pa = ir + r < mc ? a[i * A->rs + (p0 + p) * A->cs] : 0;
+            }
+}
+
+/* Packs B(p0:p0+kc, j0:j0+nc) into NR-column panels, zero-padding the last. */
+static void FN(pack_b)(const gemm_op *B, size_t p0, size_t j0, size_t kc, size_t nc, T *pb)
+{
+    const T *b = B->data;
+    for (size_t jr = 0; jr < nc; jr += FN(NR))
+        for (size_t p = 0; p < kc; p++)
+            for (size_t c = 0; c < FN(NR); c++, pb++) {
+                size_t j = j0 + jr + c;
+                *pb = jr + c < nc ? b[(p0 + p) * B->rs + j * B->cs] : 0;
+            }
+}
+
+/* One packed block: C(ic:ic+mc, jc:jc+nc) += pa · pb. Edge tiles go
+ * through a scratch tile so the kernel always runs full size. */
+static void FN(block)(size_t mc, size_t nc, size_t kc, const T *pa, const T *pb, T *c, size_t ldc)
+{
+    for (size_t jr = 0; jr < nc; jr += FN(NR))
+        for (size_t ir = 0; ir < mc; ir += GEMM_MR) {
+            const T *a = pa + ir * kc, *b = pb + jr * kc;
+            T *ct = c + ir * ldc + jr;
+            if (ir + GEMM_MR <= mc && jr + FN(NR) <= nc) {
+                FN(micro_kernel)(kc, a, b, ct, ldc);
+                continue;
+            }
+            T tile[GEMM_MR * FN(NR)] __attribute__((aligned(64))) = {0};
+            FN(micro_kernel)(kc, a, b, tile, FN(NR));
+            for (size_t r = 0; r < GEMM_MR && ir + r < mc; r++)
+                for (size_t j = 0; j < FN(NR) && jr + j < nc; j++)
+                    ct[r * ldc + j] += tile[r * FN(NR) + j];
+        }
+}
+
+/* C[m,n] += A·B with A, B read through their strides; scratch holds
+ * gemm_scratch_elems(...) elements, 64-byte aligned. */
+static void FN(gemm_packed)(size_t m, size_t n, size_t k, const gemm_op *A, const gemm_op *B,
+                            T *C, T *scratch)
+{
+    T *pb = scratch, *pa = scratch + GEMM_KC * GEMM_NC;
+    for (size_t jc = 0; jc < n; jc += GEMM_NC) {
+        size_t nc = n - jc < GEMM_NC ? n - jc : GEMM_NC;
+        for (size_t pc = 0; pc < k; pc += GEMM_KC) {
+            size_t kc = k - pc < GEMM_KC ? k - pc : GEMM_KC;
+            FN(pack_b)(B, pc, jc, kc, nc, pb);
+            for (size_t ic = 0; ic < m; ic += GEMM_MC) {
+                size_t mc = m - ic < GEMM_MC ? m - ic : GEMM_MC;
+                FN(pack_a)(A, ic, pc, mc, kc, pa);
+                FN(block)(mc, nc, kc, pa, pb, C + ic * n + jc, n);
+            }
+        }
+    }
+}
+
+#undef FN
+#undef CAT
+#undef CAT_
