@@ -159,6 +159,11 @@ void ag_tape_reset(ag_tape *t);
  * recording off, ops compute values and record nothing (inference). */
 bool ag_tape_set_recording(ag_tape *t, bool on);
 bool ag_tape_recording(const ag_tape *t);
+/* Checked mode (off by default, as PyTorch's anomaly detection): every op,
+ * forward and backward, checks its results, and the first NaN or Inf puts
+ * the tape in error (AG_ERR_NUMERIC) with a message naming the op, the
+ * element, and its inputs' shapes and names. Returns the previous setting. */
+bool ag_tape_set_checked(ag_tape *t, bool on);
 /* The first error since the last reset (AG_OK if none) and its message
  * ("" if none). A NULL tape reports AG_ERR_NULL. */
 ag_status ag_tape_status(const ag_tape *t);

@@ -1,6 +1,7 @@
 /* tape.c: the arena, the records, the sticky status, and backward. */
 #include "internal.h"
 
+#include <math.h>
 #include <string.h>
 
 /* The arena is a list of chunks that is kept across resets: a reset only
@@ -17,6 +18,7 @@ struct ag_tape {
     ag_record *recs;
     size_t n_recs, cap_recs;
     bool recording;
+    bool checked;            /* trace the first NaN/Inf to its op */
     uint64_t pass;           /* counts backward passes; tags work buffers */
     void *scratch;           /* kernels' packing space, grow-only */
     size_t scratch_size;
@@ -69,6 +71,15 @@ bool ag_tape_set_recording(ag_tape *t, bool on)
 }
 
 bool ag_tape_recording(const ag_tape *t) { return t && t->recording; }
+
+bool ag_tape_set_checked(ag_tape *t, bool on)
+{
+    if (!t)
+        return false;
+    bool was = t->checked;
+    t->checked = on;
+    return was;
+}
 ag_status ag_tape_status(const ag_tape *t) { return t ? t->status : AG_ERR_NULL; }
 const char *ag_tape_error(const ag_tape *t) { return t ? t->msg : "tape is NULL"; }
 size_t ag_tape_size(const ag_tape *t) { return t ? t->n_recs : 0; }
@@ -234,6 +245,47 @@ static bool inputs_ok(ag_tape *t, const ag_op_def *def, const ag_record *r)
     return true;
 }
 
+/* Index of the first NaN or Inf among n elements, or n if all are finite. */
+static size_t first_nonfinite(ag_dtype dt, const void *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        double v = dt == AG_F32 ? (double)((const float *)p)[i] : ((const double *)p)[i];
+        if (!isfinite(v))
+            return i;
+    }
+    return n;
+}
+
+/* "[3,4] 'W1', [4]" : the inputs of r with the names users gave them. */
+static const char *describe_inputs(const ag_record *r, char *buf, size_t cap)
+{
+    size_t used = 0;
+    buf[0] = '\0';
+    for (int i = 0; i < ag_op_table[r->op].arity && used < cap; i++) {
+        char shape[AG_SHAPE_BUF];
+        const ag_tensor *x = r->in[i];
+        int n = snprintf(buf + used, cap - used, "%s%s%s%s%s", i ? ", " : "",
+                         ag__shape_str(x, shape, sizeof shape), x->name[0] ? " '" : "", x->name,
+                         x->name[0] ? "'" : "");
+        used += n > 0 ? (size_t)n : 0;
+    }
+    return buf;
+}
+
+/* Checked mode: the op that first makes a NaN or Inf puts the tape in error. */
+static bool check_finite(ag_tape *t, const ag_record *r, const ag_tensor *x, const void *values,
+                         const char *what)
+{
+    size_t i = first_nonfinite(x->dtype, values, x->numel);
+    if (i == x->numel)
+        return true;
+    char in[4 * AG_SHAPE_BUF];
+    double v = x->dtype == AG_F32 ? (double)((const float *)values)[i] : ((const double *)values)[i];
+    ag__error(t, AG_ERR_NUMERIC, "ag_%s: %s has %g at element %zu (inputs %s)",
+              ag_op_table[r->op].name, what, v, i, describe_inputs(r, in, sizeof in));
+    return false;
+}
+
 ag_tensor *ag__apply(ag_tape *t, ag_op op, ag_tensor *a, ag_tensor *b, const ag_attr *attr)
 {
     if (!t || t->status != AG_OK)
@@ -262,6 +314,8 @@ ag_tensor *ag__apply(ag_tape *t, ag_op op, ag_tensor *a, ag_tensor *b, const ag_
     if (!def->view && !(out->data = ag__arena_alloc(t, bytes)))
         return NULL;
     if (def->forward(t, &r) != AG_OK)
+        return NULL;
+    if (t->checked && !check_finite(t, &r, out, out->data, "the result"))
         return NULL;
     bool needs_grad = false;
     for (int i = 0; i < def->arity; i++)
@@ -334,6 +388,12 @@ static ag_status replay(ag_tape *t)
                 return t->status;
         if (def->backward(t, r, out->work, gin) != AG_OK)
             return t->status;
+        for (int i = 0; t->checked && i < def->arity; i++) {
+            static const char *what[] = {"backward: the gradient of input 1",
+                                         "backward: the gradient of input 2"};
+            if (gin[i] && !check_finite(t, r, r->in[i], gin[i], what[i]))
+                return t->status;
+        }
     }
     return t->status;
 }
