@@ -168,6 +168,14 @@ bool ag_tape_set_checked(ag_tape *t, bool on);
  * ("" if none). A NULL tape reports AG_ERR_NULL. */
 ag_status ag_tape_status(const ag_tape *t);
 const char *ag_tape_error(const ag_tape *t);
+/* Puts t in error with status s (not AG_OK) and a printf-style message,
+ * unless it holds an error already (the first wins): for layers built on
+ * the engine that check their own arguments. Returns the tape's status. */
+ag_status ag_tape_fail(ag_tape *t, ag_status s, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 3, 4)))
+#endif
+    ;
 /* Number of records on the tape. */
 size_t ag_tape_size(const ag_tape *t);
 

@@ -104,16 +104,35 @@ const char *ag_status_string(ag_status s)
 
 /* Every error passes through here (a single breakpoint catches them all);
  * the first one since the last reset wins. */
-ag_status ag__error(ag_tape *t, ag_status s, const char *fmt, ...)
+static ag_status vfail(ag_tape *t, ag_status s, const char *fmt, va_list ap)
 {
-    if (t && t->status == AG_OK) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(t->msg, sizeof t->msg, fmt, ap);
-        va_end(ap);
+    if (!t)
+        return s;
+    if (t->status == AG_OK && s != AG_OK) {
+        vsnprintf(t->msg, sizeof t->msg, fmt ? fmt : "", ap);
         t->status = s;
     }
-    return t ? t->status : s;
+    return t->status;
+}
+
+ag_status ag__error(ag_tape *t, ag_status s, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    s = vfail(t, s, fmt, ap);
+    va_end(ap);
+    return s;
+}
+
+ag_status ag_tape_fail(ag_tape *t, ag_status s, const char *fmt, ...)
+{
+    if (!t)
+        return AG_ERR_NULL;
+    va_list ap;
+    va_start(ap, fmt);
+    s = vfail(t, s, fmt, ap);
+    va_end(ap);
+    return s;
 }
 
 static ag_chunk *chunk_new(size_t size)

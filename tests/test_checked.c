@@ -84,3 +84,19 @@ Test(checked, finite_runs_pass_and_reset_clears_the_error)
     ag_tape_free(t);
     ag_tensor_free(x);
 }
+
+Test(tape_fail, first_error_wins_and_ops_stop)
+{
+    ag_tape *t = ag_tape_new();
+    ag_tensor *x = ag_ones(AG_F64, AG_SHAPE(2));
+    cr_assert_eq(ag_tape_fail(t, AG_ERR_VALUE, "layer: width %d is bad", 0), AG_ERR_VALUE);
+    cr_assert_eq(ag_tape_fail(t, AG_ERR_SHAPE, "second"), AG_ERR_VALUE);
+    cr_assert_str_eq(ag_tape_error(t), "layer: width 0 is bad");
+    cr_assert_null(ag_exp(t, x));
+    cr_assert_eq(ag_tape_fail(NULL, AG_ERR_VALUE, "x"), AG_ERR_NULL);
+    ag_tape_reset(t);
+    cr_assert_eq(ag_tape_fail(t, AG_OK, "not an error"), AG_OK);
+    cr_assert_str_eq(ag_tape_error(t), "");
+    ag_tape_free(t);
+    ag_tensor_free(x);
+}
