@@ -165,6 +165,18 @@ ag_status ag__softmax_shape(ag_tape *t, ag_record *r, ag_tensor *out);
  * contiguous. Packing space comes from the tape's scratch. */
 ag_status ag__gemm(ag_tape *t, ag_dtype dt, bool ta, bool tb, size_t m, size_t n, size_t k,
                    const void *A, const void *B, bool accumulate, void *C);
+/* Thread pool (kernels/pool.c). A job is n_tasks calls fn(ctx, task), spread
+ * over the pool's threads and the caller; run returns when all are done. */
+typedef struct ag_pool ag_pool;
+typedef void (*ag_task_fn)(void *ctx, size_t task);
+ag_pool *ag__pool_new(size_t n_workers);   /* NULL on failure */
+void ag__pool_free(ag_pool *p);
+void ag__pool_run(ag_pool *p, size_t n_tasks, ag_task_fn fn, void *ctx); /* p NULL: inline */
+size_t ag__pool_threads(const ag_pool *p);  /* workers + the caller */
+/* The tape's pool, started on first use; NULL when one thread is asked for
+ * or none could start (work then runs on the calling thread). */
+ag_pool *ag__tape_pool(ag_tape *t);
+
 /* A grow-only buffer of at least n bytes owned by t, 64-byte aligned, kept
  * across resets (NULL with an error on t if it cannot grow). */
 void *ag__scratch(ag_tape *t, size_t n);

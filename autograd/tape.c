@@ -1,5 +1,8 @@
 /* tape.c: the arena, the records, the sticky status, and backward. */
+#define _POSIX_C_SOURCE 200809L /* sysconf */
 #include "internal.h"
+
+#include <unistd.h>
 
 #include <math.h>
 #include <string.h>
@@ -20,6 +23,8 @@ struct ag_tape {
     bool recording;
     bool checked;            /* trace the first NaN/Inf to its op */
     uint64_t pass;           /* counts backward passes; tags work buffers */
+    size_t threads;          /* asked for; 0 = one per online CPU */
+    ag_pool *pool;           /* started on first parallel op */
     void *scratch;           /* kernels' packing space, grow-only */
     size_t scratch_size;
     ag_status status;
@@ -46,6 +51,7 @@ void ag_tape_free(ag_tape *t)
     }
     ag__free(t->recs, t->cap_recs * sizeof *t->recs);
     ag__free(t->scratch, t->scratch_size + AG_ALIGN);
+    ag__pool_free(t->pool);
     ag__free(t, sizeof *t);
 }
 
@@ -71,6 +77,33 @@ bool ag_tape_set_recording(ag_tape *t, bool on)
 }
 
 bool ag_tape_recording(const ag_tape *t) { return t && t->recording; }
+
+size_t ag_tape_threads(const ag_tape *t)
+{
+    if (!t)
+        return 0;
+    if (t->threads)
+        return t->threads;
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? (size_t)n : 1;
+}
+
+void ag_tape_set_threads(ag_tape *t, size_t n)
+{
+    if (!t || n == t->threads)
+        return;
+    ag__pool_free(t->pool); /* the next parallel op starts one of the new size */
+    t->pool = NULL;
+    t->threads = n;
+}
+
+ag_pool *ag__tape_pool(ag_tape *t)
+{
+    size_t n = ag_tape_threads(t);
+    if (n > 1 && !t->pool)
+        t->pool = ag__pool_new(n - 1);
+    return n > 1 ? t->pool : NULL;
+}
 
 bool ag_tape_set_checked(ag_tape *t, bool on)
 {

@@ -6,6 +6,7 @@
 #include <criterion/criterion.h>
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 /* y = a·b for a [m,k], b [k,n], in double. */
 static void naive(size_t m, size_t n, size_t k, const double *a, const double *b, double *y)
@@ -114,4 +115,48 @@ Test(gemm, batched_with_shared_weight_matches_per_entry_products)
     ag_tape_free(t);
     ag_tensor_free(x);
     ag_tensor_free(w);
+}
+
+/* The product and both gradients of a product big enough to be split,
+ * computed with a given thread count. */
+static void product_with_threads(size_t threads, double *y, double *ga, double *gb)
+{
+    ag_rng rng;
+    ag_rng_seed(&rng, 99);
+    ag_tensor *a = ag_rand_normal(AG_F32, AG_SHAPE(203, 157), 0, 1, &rng);
+    ag_tensor *b = ag_rand_normal(AG_F32, AG_SHAPE(157, 301), 0, 1, &rng);
+    cr_assert_eq(ag_set_requires_grad(a, true), AG_OK);
+    cr_assert_eq(ag_set_requires_grad(b, true), AG_OK);
+    ag_tape *t = ag_tape_new();
+    ag_tape_set_threads(t, threads);
+    cr_assert_eq(ag_tape_threads(t), threads);
+    ag_tensor *p = ag_matmul(t, a, b);
+    cr_assert_eq(ag_backward(t, ag_sum(t, ag_mul(t, p, p))), AG_OK, "%s", ag_tape_error(t));
+    for (size_t i = 0; i < 203 * 301; i++) y[i] = ag_get(p, i);
+    for (size_t i = 0; i < 203 * 157; i++) ga[i] = ag_get_grad(a, i);
+    for (size_t i = 0; i < 157 * 301; i++) gb[i] = ag_get_grad(b, i);
+    ag_tape_free(t);
+    ag_tensor_free(a);
+    ag_tensor_free(b);
+}
+
+Test(gemm, bitwise_identical_for_1_2_and_3_threads)
+{
+    static double y[3][203 * 301], ga[3][203 * 157], gb[3][157 * 301];
+    for (size_t i = 0; i < 3; i++)
+        product_with_threads(i + 1, y[i], ga[i], gb[i]);
+    for (size_t i = 1; i < 3; i++) {
+        cr_assert(memcmp(y[0], y[i], sizeof y[0]) == 0, "product differs with %zu threads", i + 1);
+        cr_assert(memcmp(ga[0], ga[i], sizeof ga[0]) == 0, "grad a differs with %zu threads", i + 1);
+        cr_assert(memcmp(gb[0], gb[i], sizeof gb[0]) == 0, "grad b differs with %zu threads", i + 1);
+    }
+}
+
+Test(gemm, default_threads_is_at_least_one)
+{
+    ag_tape *t = ag_tape_new();
+    cr_assert_geq(ag_tape_threads(t), 1);
+    ag_tape_set_threads(t, 1);
+    cr_assert_eq(ag_tape_threads(t), 1);
+    ag_tape_free(t);
 }

@@ -70,6 +70,46 @@ static void gemm_small(ag_dtype dt, size_t m, size_t n, size_t k, const gemm_op 
     });
 }
 
+/* A product split into stripes of C, one task each: rows when C is tall,
+ * columns when it is wide. A stripe's elements are summed in the same
+ * order whichever thread runs it, so any thread count gives the same bits. */
+typedef struct {
+    ag_dtype dt;
+    size_t m, n, k, stripe; /* stripe: rows or columns per task */
+    bool by_rows;
+    gemm_op A, B;
+    char *C, *scratch;
+    size_t scratch_bytes;    /* per task */
+} gemm_job;
+
+static void gemm_stripe(void *ctx, size_t task)
+{
+    const gemm_job *j = ctx;
+    size_t es = ag_dtype_size(j->dt), lo = task * j->stripe;
+    size_t len = (j->by_rows ? j->m : j->n) - lo;
+    if (len > j->stripe)
+        len = j->stripe;
+    gemm_op a = j->A, b = j->B;
+    char *c = j->C;
+    if (j->by_rows) {
+        a.data = (const char *)a.data + lo * a.rs * es;
+        c += lo * j->n * es;
+    } else {
+        b.data = (const char *)b.data + lo * b.cs * es;
+        c += lo * es;
+    }
+    size_t m = j->by_rows ? len : j->m, n = j->by_rows ? j->n : len;
+    void *scratch = j->scratch + task * j->scratch_bytes;
+    if (j->dt == AG_F32)
+        gemm_packed_f32(m, n, j->k, &a, &b, (float *)c, j->n, scratch);
+    else
+        gemm_packed_f64(m, n, j->k, &a, &b, (double *)c, j->n, scratch);
+}
+
+/* Products below this many multiply-adds stay on one thread: waking the
+ * others costs more than they would save. */
+#define GEMM_PARALLEL_MIN ((size_t)1 << 21)
+
 ag_status ag__gemm(ag_tape *t, ag_dtype dt, bool ta, bool tb, size_t m, size_t n, size_t k,
                    const void *A, const void *B, bool accumulate, void *C)
 {
@@ -78,17 +118,22 @@ ag_status ag__gemm(ag_tape *t, ag_dtype dt, bool ta, bool tb, size_t m, size_t n
         memset(C, 0, m * n * es);
     if (m == 0 || n == 0 || k == 0)
         return AG_OK;
-    gemm_op a = {A, ta ? 1 : k, ta ? m : 1}, b = {B, tb ? 1 : n, tb ? k : 1};
+    gemm_job j = {.dt = dt, .m = m, .n = n, .k = k, .by_rows = m >= n, .C = C,
+                  .A = {A, ta ? 1 : k, ta ? m : 1}, .B = {B, tb ? 1 : n, tb ? k : 1}};
     if (m * n * k <= 4096) {
-        gemm_small(dt, m, n, k, &a, &b, C);
+        gemm_small(dt, m, n, k, &j.A, &j.B, C);
         return AG_OK;
     }
-    void *scratch = ag__scratch(t, scratch_elems() * es);
-    if (!scratch)
+    ag_pool *pool = m * n * k >= GEMM_PARALLEL_MIN ? ag__tape_pool(t) : NULL;
+    size_t tasks = ag__pool_threads(pool), unit = j.by_rows ? GEMM_MR : 2 * 32 / es;
+    size_t len = j.by_rows ? m : n, units = (len + unit - 1) / unit;
+    if (tasks > units)
+        tasks = units;
+    j.stripe = (units + tasks - 1) / tasks * unit;
+    tasks = (len + j.stripe - 1) / j.stripe;
+    j.scratch_bytes = (scratch_elems() * es + AG_ALIGN - 1) / AG_ALIGN * AG_ALIGN;
+    if (!(j.scratch = ag__scratch(t, tasks * j.scratch_bytes)))
         return ag_tape_status(t);
-    if (dt == AG_F32)
-        gemm_packed_f32(m, n, k, &a, &b, C, scratch);
-    else
-        gemm_packed_f64(m, n, k, &a, &b, C, scratch);
+    ag__pool_run(pool, tasks, gemm_stripe, &j);
     return AG_OK;
 }

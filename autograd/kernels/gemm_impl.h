@@ -85,10 +85,10 @@ static void FN(block)(size_t mc, size_t nc, size_t kc, const T *pa, const T *pb,
         }
 }
 
-/* C[m,n] += A·B with A, B read through their strides; scratch holds
- * gemm_scratch_elems(...) elements, 64-byte aligned. */
+/* C[m,n] (row stride ldc) += A·B with A, B read through their strides;
+ * scratch holds scratch_elems() elements, 64-byte aligned. */
 static void FN(gemm_packed)(size_t m, size_t n, size_t k, const gemm_op *A, const gemm_op *B,
-                            T *C, T *scratch)
+                            T *C, size_t ldc, T *scratch)
 {
     T *pb = scratch, *pa = scratch + GEMM_KC * GEMM_NC;
     for (size_t jc = 0; jc < n; jc += GEMM_NC) {
@@ -99,7 +99,7 @@ static void FN(gemm_packed)(size_t m, size_t n, size_t k, const gemm_op *A, cons
             for (size_t ic = 0; ic < m; ic += GEMM_MC) {
                 size_t mc = m - ic < GEMM_MC ? m - ic : GEMM_MC;
                 FN(pack_a)(A, ic, pc, mc, kc, pa);
-                FN(block)(mc, nc, kc, pa, pb, C + ic * n + jc, n);
+                FN(block)(mc, nc, kc, pa, pb, C + ic * ldc + jc, ldc);
             }
         }
     }

@@ -1,0 +1,111 @@
+/* pool.c: a small pool of C11 threads that runs the tasks of one job, the
+ * calling thread taking part. Tasks are numbered and each always does the
+ * same work, so results never depend on which thread ran what. */
+#include "../internal.h"
+
+#include <threads.h>
+
+struct ag_pool {
+    mtx_t mu;
+    cnd_t work, done;
+    thrd_t *threads;
+    size_t cap;           /* threads allocated */
+    size_t n_threads;     /* workers started, not counting the caller */
+    ag_task_fn fn;        /* the current job */
+    void *ctx;
+    size_t n_tasks, next, finished;
+    uint64_t job;         /* counts jobs, so workers see a new one */
+    bool quit;
+};
+
+/* Takes and runs tasks of the current job until none is left; mu held. */
+static void drain(ag_pool *p)
+{
+    while (p->next < p->n_tasks) {
+        size_t task = p->next++;
+        mtx_unlock(&p->mu);
+        p->fn(p->ctx, task);
+        mtx_lock(&p->mu);
+        if (++p->finished == p->n_tasks)
+            cnd_broadcast(&p->done);
+    }
+}
+
+static int worker(void *arg)
+{
+    ag_pool *p = arg;
+    uint64_t seen = 0;
+    mtx_lock(&p->mu);
+    for (;;) {
+        while (!p->quit && p->job == seen)
+            cnd_wait(&p->work, &p->mu);
+        if (p->quit)
+            break;
+        seen = p->job;
+        drain(p);
+    }
+    mtx_unlock(&p->mu);
+    return 0;
+}
+
+ag_pool *ag__pool_new(size_t n_threads)
+{
+    ag_pool *p = ag__calloc(sizeof *p);
+    if (!p)
+        return NULL;
+    p->cap = n_threads;
+    p->threads = n_threads ? ag__calloc(n_threads * sizeof *p->threads) : NULL;
+    if ((n_threads && !p->threads) || mtx_init(&p->mu, mtx_plain) != thrd_success) {
+        ag__free(p->threads, n_threads * sizeof *p->threads);
+        ag__free(p, sizeof *p);
+        return NULL;
+    }
+    cnd_init(&p->work);
+    cnd_init(&p->done);
+    for (; p->n_threads < n_threads; p->n_threads++) /* fewer threads if some fail */
+        if (thrd_create(&p->threads[p->n_threads], worker, p) != thrd_success)
+            break;
+    return p;
+}
+
+void ag__pool_free(ag_pool *p)
+{
+    if (!p)
+        return;
+    mtx_lock(&p->mu);
+    p->quit = true;
+    cnd_broadcast(&p->work);
+    mtx_unlock(&p->mu);
+    for (size_t i = 0; i < p->n_threads; i++)
+        thrd_join(p->threads[i], NULL);
+    cnd_destroy(&p->work);
+    cnd_destroy(&p->done);
+    mtx_destroy(&p->mu);
+    ag__free(p->threads, p->cap * sizeof *p->threads);
+    ag__free(p, sizeof *p);
+}
+
+size_t ag__pool_threads(const ag_pool *p)
+{
+    return p ? p->n_threads + 1 : 1;
+}
+
+void ag__pool_run(ag_pool *p, size_t n_tasks, ag_task_fn fn, void *ctx)
+{
+    if (!p || p->n_threads == 0 || n_tasks < 2) {
+        for (size_t i = 0; i < n_tasks; i++)
+            fn(ctx, i);
+        return;
+    }
+    mtx_lock(&p->mu);
+    p->fn = fn;
+    p->ctx = ctx;
+    p->n_tasks = n_tasks;
+    p->next = p->finished = 0;
+    p->job++;
+    cnd_broadcast(&p->work);
+    drain(p);
+    while (p->finished < p->n_tasks)
+        cnd_wait(&p->done, &p->mu);
+    mtx_unlock(&p->mu);
+}
