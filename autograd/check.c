@@ -50,12 +50,13 @@ static void gc_compare(ag_gradcheck_report *rep, size_t input, size_t index, dou
                        double atol, double rtol, double *worst)
 {
     double err = fabs(num - ana), scale = fmax(fabs(num), fabs(ana));
-    double rel = scale > 0 ? err / scale : 0, over = err / (atol + rtol * fabs(num));
+    double rel = scale > 0 ? err / scale : 0, over = err == 0 ? 0 : err / (atol + rtol * fabs(num));
     if (!(err <= atol + rtol * fabs(num)))
         rep->passed = false;
     rep->max_abs_err = fmax(rep->max_abs_err, err);
     rep->max_rel_err = fmax(rep->max_rel_err, rel);
-    if (!(over <= *worst) || rep->checked == 0) { /* NaN counts as worst */
+    /* NaN counts as worst, and once worst is NaN nothing replaces it */
+    if (rep->checked == 0 || (*worst == *worst && !(over <= *worst))) {
         *worst = over;
         rep->worst_input = input;
         rep->worst_index = index;
@@ -118,8 +119,11 @@ static ag_status gc_prepare(ag_tensor *x, gc_input *in)
         return AG_ERR_NOMEM;
     in->saved_grad = ag__alloc(bytes);
     in->analytic = ag__alloc(bytes);
-    if (bytes && (!in->saved_grad || !in->analytic))
+    if (bytes && (!in->saved_grad || !in->analytic)) {
+        ag__free(in->saved_grad, bytes); /* holds no copy yet: not to be restored */
+        in->saved_grad = NULL;
         return AG_ERR_NOMEM;
+    }
     if (bytes)
         memcpy(in->saved_grad, x->grad, bytes);
     ag_zero_grad(x);
@@ -149,7 +153,8 @@ ag_status ag_gradcheck(ag_fn fn, void *ctx, size_t n_inputs, ag_tensor *const *i
     gc_run g = {fn, ctx, n_inputs, inputs, NULL, ag_tape_new()};
     if (!g.tape || (n_inputs && !in))
         s = AG_ERR_NOMEM;
-    for (size_t i = 0; s == AG_OK && i < n_inputs; i++)
+    size_t tried = 0; /* inputs gc_prepare saw: only those are restored */
+    for (size_t i = 0; s == AG_OK && i < n_inputs; i++, tried++)
         s = gc_prepare(inputs[i], &in[i]);
     ag_tensor *L = s == AG_OK ? gc_loss(&g) : NULL;
     if (s == AG_OK)
@@ -159,7 +164,7 @@ ag_status ag_gradcheck(ag_fn fn, void *ctx, size_t n_inputs, ag_tensor *const *i
             memcpy(in[i].analytic, inputs[i]->grad, inputs[i]->numel * sizeof(double));
     if (s == AG_OK)
         s = gc_numeric(&g, in, eps > 0 ? eps : 1e-6, atol, rtol, report);
-    for (size_t i = 0; in && i < n_inputs; i++)
+    for (size_t i = 0; in && i < tried; i++)
         gc_restore(inputs[i], &in[i]);
     ag__free(in, bytes);
     ag_tensor_free(g.proj);
@@ -181,7 +186,8 @@ bool ag_allclose(ag_dtype dt, size_t n, const void *a, const void *b,
     bool close = ag_dtype_size(dt) != 0 && (n == 0 || (a && b));
     for (size_t i = 0; close && i < n; i++) {
         double x = element(dt, a, i), y = element(dt, b, i), err = fabs(x - y);
-        if (!(err <= rep.max_abs_err) || i == 0) { /* NaN counts as worst */
+        /* NaN counts as worst, and once recorded nothing replaces it */
+        if (i == 0 || (rep.max_abs_err == rep.max_abs_err && !(err <= rep.max_abs_err))) {
             rep = (ag_close_report){i, err, x, y};
         }
     }
