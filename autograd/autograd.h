@@ -289,7 +289,8 @@ typedef struct {
 /* Compares backward's gradient of fn with central finite differences
  * (step eps, 1e-6 if eps <= 0) in f64. The inputs must be f64 leaves; every
  * input is checked (requires_grad is set for the run and restored, as are
- * their grads and values). A non-scalar output y is reduced to Σ r·y with a
+ * their grads and values; an input that had no grad buffer keeps a zeroed
+ * one). A non-scalar output y is reduced to Σ r·y with a
  * fixed random r, so every element takes part. Returns AG_OK when the check
  * ran (see report->passed), else the error of fn or of the arguments. */
 ag_status ag_gradcheck(ag_fn fn, void *ctx, size_t n_inputs, ag_tensor *const *inputs,
