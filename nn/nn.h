@@ -1,0 +1,378 @@
+/* nn.h: a thin neural-network layer over autograd.h: dense layers, MLPs,
+ * initialisers, optimizers, data loading and batching, model files.
+ *
+ * Ownership: every object made by an nn_*_new or loader is owned by the
+ * caller and freed with its nn_*_free. Tensors returned by forward passes
+ * live in the tape's arena until ag_tape_reset, as with every op.
+ *
+ * Memory: nn allocates through the engine (as engine tensors), so the
+ * allocator hook of ag_set_allocator sees every nn allocation.
+ *
+ * Errors: functions that are not ops return an ag_status and, when the
+ * caller passes an nn_error, fill it with the status and a message naming
+ * the function and the cause ("nn_csv_load: data/x.csv line 3, field 2:
+ * 'abc' is not a number"). On failure nothing is half-made: out-parameters
+ * are left NULL / empty and nothing leaks. Functions that are ops (take a
+ * tape first, return a tensor) report through the tape, as autograd does.
+ * nn never prints on its own, never aborts, never exits.
+ */
+#ifndef NN_H
+#define NN_H
+
+#include "autograd.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define NN_MAX_LAYERS 64 /* dense layers in one MLP (bounds what a file may claim) */
+#define NN_ERR_MAX 256
+
+typedef struct {
+    ag_status status;    /* AG_OK after a successful call */
+    char msg[NN_ERR_MAX];  /* "" after a successful call */
+} nn_error;
+
+/* ------------------------------------------------------------ layers */
+
+/* Activation functions. The values are part of the model file format. */
+typedef enum {
+    NN_SIGMOID = 0,    /* 1 / (1 + e^-z) */
+    NN_TANH = 1,       /* tanh z */
+    NN_RELU = 2,       /* max(z, 0) */
+    NN_LEAKY_RELU = 3, /* z > 0 ? z : slope z */
+    NN_IDENTITY = 4    /* z */
+} nn_act;
+
+/* Static name of an activation ("sigmoid", ...); "?" for an invalid value. */
+const char *nn_act_name(nn_act act);
+
+/* An op: act(z); slope is used by NN_LEAKY_RELU only. Returns a tape tensor
+ * (z itself for NN_IDENTITY), or NULL with the tape's status set
+ * (AG_ERR_VALUE for an invalid act). */
+ag_tensor *nn_activate(ag_tape *t, ag_tensor *z, nn_act act, double slope);
+
+/* A layer's values from the last forward pass, both owned by the tape.
+ * z has ag_retain_grad set, so after ag_backward ag_grad(z) holds
+ * delta = dC/dz ([m, n_out], as x), the quantity of BP1 and BP2. */
+typedef struct {
+    ag_tensor *z; /* x·W + b */
+    ag_tensor *a; /* act(z); the same tensor as z for NN_IDENTITY */
+} nn_tap;
+
+/* An op: the dense layer a = act(x·W + b), x [m, n_in], W [n_in, n_out],
+ * b [n_out] (or NULL for no bias). When tap is not NULL it receives z and a
+ * and z's gradient is retained. Returns a [m, n_out] on the tape, or NULL
+ * with the tape's status set (shape and dtype errors name the op). */
+ag_tensor *nn_dense(ag_tape *t, ag_tensor *x, ag_tensor *W, ag_tensor *b,
+                    nn_act act, double slope, nn_tap *tap);
+
+/* Costs of a prediction a against a target y. */
+typedef enum {
+    NN_COST_QUADRATIC,    /* Σ (a - y)^2 / (2 m), m = rows (Nielsen) */
+    NN_COST_MSE,          /* mean((a - y)^2) */
+    NN_COST_BCE,          /* binary cross-entropy of probabilities a */
+    NN_COST_BCE_LOGITS,   /* bce(sigmoid(a), y), stable */
+    NN_COST_CROSS_ENTROPY /* a logits [m, C], y class indices [m] */
+} nn_cost;
+
+/* An op: the cost as a rank-0 tape tensor, or NULL with the tape's status
+ * set (AG_ERR_VALUE for an invalid cost). */
+ag_tensor *nn_loss(ag_tape *t, nn_cost cost, ag_tensor *a, ag_tensor *y);
+
+/* ------------------------------------------------------------- MLP */
+
+/* Initialisers, all drawn from ag_rng seeded with the spec's seed, layer by
+ * layer, W (row-major) then b, so a seed gives the same model everywhere. */
+typedef enum {
+    NN_INIT_NORMAL,        /* W, b ~ N(0, 1) (Nielsen's network.py) */
+    NN_INIT_NORMAL_SCALED, /* W ~ N(0, 1/n_in), b ~ N(0, 1) (Nielsen's network2.py) */
+    NN_INIT_XAVIER,        /* W ~ U(-r, r), r = sqrt(6 / (n_in + n_out)); b = 0 */
+    NN_INIT_HE             /* W ~ N(0, 2/n_in); b = 0 */
+} nn_init;
+
+/* What an MLP is made of. The arrays are read by nn_mlp_new, not kept. */
+typedef struct {
+    size_t n_layers;     /* dense layers, 1..NN_MAX_LAYERS */
+    const size_t *sizes; /* n_layers + 1 widths: inputs, then each layer's outputs */
+    const nn_act *acts;  /* n_layers activations; NULL = all NN_SIGMOID */
+    ag_dtype dtype;      /* AG_F32 or AG_F64 */
+    nn_init init;
+    uint64_t seed;
+    double leaky_slope;  /* for NN_LEAKY_RELU; 0 means 0.01 (PyTorch's default) */
+} nn_spec;
+
+typedef struct nn_mlp nn_mlp;
+
+/* A parameter: its name ("W1", "b1", ...: layer numbers start at 1) and the
+ * leaf tensor (requires grad; data and grad are slices of the model's block). */
+typedef struct {
+    const char *name;
+    ag_tensor *tensor;
+} nn_param;
+
+/* Makes an initialised MLP into *out (caller frees with nn_mlp_free). Every
+ * parameter and gradient lives in one contiguous block. Errors: AG_ERR_NULL,
+ * AG_ERR_VALUE (zero layers or widths, too many layers, unknown act, init or
+ * slope), AG_ERR_DTYPE, AG_ERR_OVERFLOW, AG_ERR_NOMEM. */
+ag_status nn_mlp_new(const nn_spec *spec, nn_mlp **out, nn_error *err);
+/* Frees the model and its parameter tensors. NULL is a no-op. */
+void nn_mlp_free(nn_mlp *net);
+/* The model's spec (its own arrays, valid while the model lives; the slope
+ * resolved). NULL for a NULL model. */
+const nn_spec *nn_mlp_spec(const nn_mlp *net);
+/* The parameters, 2 per layer in order W1, b1, W2, b2, ...; *n receives the
+ * count. Owned by the model. NULL (and *n = 0) for a NULL model. */
+const nn_param *nn_mlp_params(const nn_mlp *net, size_t *n);
+/* The contiguous block of all parameter values / gradients, in the order of
+ * nn_mlp_params, nn_mlp_param_count elements of the model's dtype. */
+void *nn_mlp_data(const nn_mlp *net);
+void *nn_mlp_grad(const nn_mlp *net);
+size_t nn_mlp_param_count(const nn_mlp *net);
+/* Re-draws every parameter with init and seed. Errors: AG_ERR_NULL, AG_ERR_VALUE. */
+ag_status nn_mlp_init(nn_mlp *net, nn_init init, uint64_t seed, nn_error *err);
+/* Sets every gradient of the model to 0 (one memset). NULL is a no-op. */
+void nn_mlp_zero_grad(nn_mlp *net);
+/* An op: the output [m, n_out] of x [m, n_in] through every layer, on t.
+ * taps is NULL or an array of n_layers entries filled per layer (see
+ * nn_tap). NULL with the tape's status set on a shape or dtype error, or
+ * AG_ERR_NULL when net is NULL. */
+ag_tensor *nn_mlp_forward(nn_mlp *net, ag_tape *t, ag_tensor *x, nn_tap *taps);
+/* Prints "mlp 64-30-10 (sigmoid, sigmoid) f32, 2260 parameters" and one line
+ * per parameter with its name and shape. Errors: AG_ERR_NULL, AG_ERR_IO. */
+ag_status nn_mlp_print(const nn_mlp *net, FILE *out);
+
+/* -------------------------------------------------------- optimizers
+ * PyTorch's conventions, for parameter θ, gradient ∇, step t (from 1),
+ * learning rate η, weight decay λ; state starts at 0:
+ *   SGD:   g = ∇ + λθ;  b = μb + g;  θ -= η·(nesterov ? g + μb : b)   (μ = 0: θ -= η·g)
+ *   Adam:  g = ∇ + λθ;  m = β1·m + (1-β1)·g;  v = β2·v + (1-β2)·g²;
+ *          θ -= η·(m / (1-β1^t)) / (sqrt(v / (1-β2^t)) + ε)
+ *   AdamW: θ -= η·λ·θ;  then Adam with λ = 0 (decoupled weight decay)
+ * The state is kept in double; each parameter is rounded to its dtype once
+ * per step. */
+typedef enum { NN_SGD, NN_ADAM, NN_ADAMW } nn_optim_kind;
+
+typedef struct {
+    nn_optim_kind kind;
+    double lr;           /* η >= 0 */
+    double momentum;     /* SGD: μ in [0, 1) */
+    bool nesterov;       /* SGD: needs μ > 0 */
+    double weight_decay; /* λ >= 0 */
+    double beta1, beta2; /* Adam(W): in [0, 1) */
+    double eps;          /* Adam(W): ε >= 0 */
+} nn_optim_config;
+
+/* Configurations with PyTorch's defaults: plain SGD; Adam with β = (0.9,
+ * 0.999), ε = 1e-8; AdamW likewise with λ = 0.01. */
+nn_optim_config nn_sgd(double lr);
+nn_optim_config nn_adam(double lr);
+nn_optim_config nn_adamw(double lr);
+
+typedef struct nn_optim nn_optim;
+
+/* Makes an optimizer over n parameters (e.g. from nn_mlp_params) into *out;
+ * caller frees with nn_optim_free. The tensors must be leaves with a grad
+ * buffer (requires grad) and outlive the optimizer. All state is allocated
+ * here, so nn_optim_step never allocates. Errors: AG_ERR_NULL, AG_ERR_VALUE
+ * (bad hyper-parameter, n == 0), AG_ERR_STATE (a tensor without grad),
+ * AG_ERR_OVERFLOW, AG_ERR_NOMEM. */
+ag_status nn_optim_new(const nn_optim_config *cfg, const nn_param *params, size_t n,
+                       nn_optim **out, nn_error *err);
+/* Frees the optimizer (not the parameters). NULL is a no-op. */
+void nn_optim_free(nn_optim *opt);
+/* One update of every parameter from its gradient. AG_ERR_NULL for NULL. */
+ag_status nn_optim_step(nn_optim *opt);
+/* Sets every parameter's gradient to 0. NULL is a no-op. */
+void nn_optim_zero_grad(nn_optim *opt);
+/* The learning rate used by the next step (NaN for NULL). */
+double nn_optim_lr(const nn_optim *opt);
+/* Sets the learning rate (e.g. from nn_lr_at each epoch). Errors:
+ * AG_ERR_NULL, AG_ERR_VALUE (negative or not finite; the rate is kept). */
+ag_status nn_optim_set_lr(nn_optim *opt, double lr);
+/* Steps taken so far. */
+size_t nn_optim_steps(const nn_optim *opt);
+
+/* Learning-rate schedules, by epoch e from 0 (PyTorch's StepLR and
+ * CosineAnnealingLR in closed form):
+ *   constant: η
+ *   step:     η·γ^floor(e / step_size)
+ *   cosine:   η_min + (η - η_min)·(1 + cos(π·min(e, t_max) / t_max)) / 2 */
+typedef enum { NN_LR_CONSTANT, NN_LR_STEP, NN_LR_COSINE } nn_lr_kind;
+
+typedef struct {
+    nn_lr_kind kind;
+    size_t step_size; /* step: epochs per decay (0 acts as constant) */
+    double gamma;     /* step: factor per decay */
+    size_t t_max;     /* cosine: epochs to reach lr_min (0 acts as constant) */
+    double lr_min;    /* cosine: η_min */
+} nn_lr_schedule;
+
+/* The learning rate for epoch e from base_lr; base_lr for a NULL schedule. */
+double nn_lr_at(const nn_lr_schedule *s, double base_lr, size_t epoch);
+
+/* ------------------------------------------------------------- data */
+
+/* A labelled data set. x and labels are caller-owned (nn_dataset_free). */
+typedef struct {
+    ag_tensor *x;      /* [n, features] */
+    ag_tensor *labels; /* [n] class indices 0..classes-1, stored in x's dtype */
+    size_t n, features, classes;
+} nn_dataset;
+
+/* Frees x and labels and empties *d. NULL is a no-op. */
+void nn_dataset_free(nn_dataset *d);
+
+/* Loads a CSV file of rows "f1,...,fk,label" into *out (dtype dt). An
+ * optional first line "rows,features,name1,name2,..." (sklearn's format,
+ * as iris.csv) is checked against the data and gives the class count;
+ * without it the class count is the largest label + 1. Blank lines are
+ * skipped; numbers are read with strtod (C locale). Errors: AG_ERR_NULL,
+ * AG_ERR_IO (cannot open or read), AG_ERR_FORMAT (non-numeric or
+ * non-finite field, ragged row, label not a class index, header count
+ * mismatch, no rows), AG_ERR_NOMEM; the message names the line and field. */
+ag_status nn_csv_load(const char *path, ag_dtype dt, nn_dataset *out, nn_error *err);
+
+/* Loads an IDX pair (MNIST): images (magic 0x00000803, big-endian counts
+ * n, rows, cols, then n·rows·cols bytes) and labels (magic 0x00000801, n,
+ * then n bytes) into *out with x [n, rows·cols] holding the raw 0..255
+ * values (scale them yourself) and classes = largest label + 1. Errors:
+ * AG_ERR_NULL, AG_ERR_IO, AG_ERR_FORMAT (bad magic, truncated, trailing
+ * bytes, count mismatch, zero sizes), AG_ERR_OVERFLOW, AG_ERR_NOMEM. */
+ag_status nn_idx_load(const char *images_path, const char *labels_path, ag_dtype dt,
+                      nn_dataset *out, nn_error *err);
+
+/* Multiplies every element of x by factor, in place (e.g. 1/16, 1/255). */
+ag_status nn_scale(ag_tensor *x, double factor, nn_error *err);
+/* The largest |x[i]|, 0 for an empty or NULL tensor (to divide by the max). */
+double nn_max_abs(const ag_tensor *x);
+/* Standardises each column of train [n, f] to mean 0 and standard deviation
+ * 1 (population), and applies the same shift and scale to test (NULL or
+ * [k, f]); a constant column is only centred. Errors: AG_ERR_NULL,
+ * AG_ERR_SHAPE, AG_ERR_DTYPE. */
+ag_status nn_standardize(ag_tensor *train, ag_tensor *test, nn_error *err);
+
+/* A new [n, classes] tensor (labels' dtype, caller frees) with a 1 in the
+ * column of each row's label. Errors: AG_ERR_NULL, AG_ERR_SHAPE (labels not
+ * [n]), AG_ERR_VALUE (classes 0, label not an integer in [0, classes)),
+ * AG_ERR_OVERFLOW, AG_ERR_NOMEM. */
+ag_status nn_one_hot(const ag_tensor *labels, size_t classes, ag_tensor **out, nn_error *err);
+
+/* Writes a uniformly random permutation of 0..n-1 into idx (Fisher-Yates
+ * with ag_rng_below, so a seed gives the same order everywhere). */
+void nn_permutation(size_t *idx, size_t n, ag_rng *rng);
+/* Shuffles the rows of x [n, ...] in place, and the rows of y (NULL or
+ * [n, ...]) in the same way. Allocates nothing. Errors: AG_ERR_NULL,
+ * AG_ERR_SHAPE (rank 0 or row counts differ). */
+ag_status nn_shuffle_rows(ag_tensor *x, ag_tensor *y, ag_rng *rng, nn_error *err);
+/* Splits all into train (n - n_test rows) and test (n_test rows), new
+ * data sets (caller frees), after a shuffle seeded with seed. all is not
+ * changed. Errors: AG_ERR_NULL, AG_ERR_VALUE (n_test 0 or >= n), AG_ERR_NOMEM. */
+ag_status nn_dataset_split(const nn_dataset *all, size_t n_test, uint64_t seed,
+                           nn_dataset *train, nn_dataset *test, nn_error *err);
+
+typedef struct nn_batches nn_batches;
+
+/* Mini-batch iteration over rows of x [n, ...] and y [n, ...] into the
+ * caller's batch tensors bx [B, ...] and by [B, ...] (same dtypes and row
+ * shapes; B = rows of bx = rows of by). Rows are visited in a seeded random
+ * order when shuffle is set (re-shuffled every epoch), else in order.
+ * x, y, bx and by must outlive the iterator. Caller frees *out with
+ * nn_batches_free. Errors: AG_ERR_NULL, AG_ERR_SHAPE, AG_ERR_DTYPE,
+ * AG_ERR_VALUE (no rows), AG_ERR_NOMEM. */
+ag_status nn_batches_new(const ag_tensor *x, const ag_tensor *y, ag_tensor *bx, ag_tensor *by,
+                         bool shuffle, uint64_t seed, nn_batches **out, nn_error *err);
+/* Fills the next batch and points *bx, *by at it: the caller's tensors, or
+ * for a last partial batch of r < B rows, views [r, ...] of their first r
+ * rows (owned by the iterator). Returns false (and starts a new epoch)
+ * when the epoch is over. Never allocates. */
+bool nn_batches_next(nn_batches *it, ag_tensor **bx, ag_tensor **by);
+/* Batches per epoch (the last may be partial). */
+size_t nn_batches_per_epoch(const nn_batches *it);
+/* Frees the iterator and its views. NULL is a no-op. */
+void nn_batches_free(nn_batches *it);
+
+/* The fraction of rows whose predicted class matches the target, into
+ * *acc. Prediction: argmax of out's row [n, C], or for C == 1 the class
+ * out >= 0.5. Target: class indices [n], or rows [n, C] (argmax; for C == 1
+ * >= 0.5). Errors: AG_ERR_NULL, AG_ERR_SHAPE, AG_ERR_VALUE (no rows). */
+ag_status nn_accuracy(const ag_tensor *out, const ag_tensor *target, double *acc, nn_error *err);
+
+/* ---------------------------------------------------------- training */
+
+/* One training step: zero the optimizer's grads, forward x, cost against y,
+ * backward, optimizer step, ag_tape_reset(t). *loss (may be NULL) gets the
+ * cost before the step. In steady state it allocates nothing. Errors: the
+ * tape's (message copied into err before the reset), AG_ERR_NULL. */
+ag_status nn_mlp_train_step(nn_mlp *net, ag_tape *t, nn_optim *opt, nn_cost cost,
+                            ag_tensor *x, ag_tensor *y, double *loss, nn_error *err);
+/* The accuracy (see nn_accuracy) of the model on x against target, computed
+ * on t with recording off. Resets t before returning, so t must hold
+ * nothing the caller still needs. Errors: the tape's, nn_accuracy's. */
+ag_status nn_mlp_accuracy(nn_mlp *net, ag_tape *t, ag_tensor *x, const ag_tensor *target,
+                          double *acc, nn_error *err);
+
+/* A progress line per epoch on a caller-given stream:
+ *   "epoch 3/30  1497 samples  52000 samples/s  loss 0.0123  acc 95.33%"
+ * On a terminal (tty true) each line is redrawn in place with '\r';
+ * otherwise it is written as a plain line. The caller measures time. */
+typedef struct {
+    FILE *out;
+    bool tty;       /* set by nn_progress_init from isatty; may be overridden */
+    size_t epochs;  /* total, shown as "epoch e/epochs" (0: just "epoch e") */
+    size_t width;   /* length of the last line drawn, to blank its tail */
+} nn_progress;
+
+/* Prepares p for writing to out (a NULL out makes every call a no-op). */
+void nn_progress_init(nn_progress *p, FILE *out, size_t epochs);
+/* Writes the line for epoch (1-based); seconds <= 0 shows no rate, and a
+ * NaN loss or accuracy is left out. Returns AG_ERR_IO if the write fails. */
+ag_status nn_progress_epoch(nn_progress *p, size_t epoch, size_t samples, double seconds,
+                            double loss, double accuracy);
+/* Ends a redrawn line with '\n' (terminal only). */
+ag_status nn_progress_end(nn_progress *p);
+
+/* ------------------------------------------------------- model files
+ * nn_mlp_save writes, and nn_mlp_load reads, this format (version 1). Every
+ * integer is little-endian and every float IEEE-754 little-endian, whatever
+ * the machine:
+ *
+ *   offset    size  type  field
+ *   0         8           magic 89 4E 4E 4D 0D 0A 1A 0A ("\x89NNM\r\n\x1a\n")
+ *   8         4     u32   version = 1
+ *   12        4     u32   dtype: 0 = f32, 1 = f64
+ *   16        4     u32   L = dense layers, 1..NN_MAX_LAYERS
+ *   20        4     u32   reserved = 0
+ *   24        8     f64   leaky_relu slope
+ *   32        8(L+1) u64  sizes: inputs, then each layer's outputs (each >= 1)
+ *   40+8L     4L    u32   activations (nn_act values)
+ *   40+12L    8     u64   P = Σ n_in·n_out + n_out, the parameter count
+ *   48+12L    P·s         parameters W1 (row-major [n_in, n_out]), b1, W2, b2, ...
+ *                         (s = 4 for f32, 8 for f64)
+ *   48+12L+Ps 4     u32   CRC-32 (ISO-HDLC, as zlib's crc32) of every byte before it
+ */
+
+/* Writes net to path (via path".tmp" and a rename, so a failed save leaves
+ * no half-written model under path). Errors: AG_ERR_NULL, AG_ERR_VALUE
+ * (path too long), AG_ERR_IO. */
+ag_status nn_mlp_save(const nn_mlp *net, const char *path, nn_error *err);
+/* Reads a model from path into a fresh model, checks every field, the size
+ * and the checksum, and only then stores it in *out (caller frees).
+ * Errors: AG_ERR_NULL, AG_ERR_IO (cannot open or read), AG_ERR_FORMAT (bad
+ * magic: not a model file; unsupported version; truncated; trailing bytes;
+ * bad field; checksum mismatch), AG_ERR_NOMEM. The file keeps no init or
+ * seed: the loaded model's spec has NN_INIT_NORMAL and seed 0. */
+ag_status nn_mlp_load(const char *path, nn_mlp **out, nn_error *err);
+/* CRC-32 (ISO-HDLC: reflected, polynomial 0xEDB88320, as zlib) of n bytes,
+ * continuing from crc (0 to start). nn_crc32(0, "123456789", 9) = 0xCBF43926. */
+uint32_t nn_crc32(uint32_t crc, const void *data, size_t n);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

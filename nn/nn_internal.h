@@ -1,0 +1,59 @@
+/* nn_internal.h: helpers shared by nn's source files (not installed). */
+#ifndef NN_INTERNAL_H
+#define NN_INTERNAL_H
+
+#include "nn.h"
+
+/* Fills err (if not NULL) with s and the formatted message and returns s:
+ * every nn error passes through here, so one breakpoint catches them all. */
+ag_status nn__fail(nn_error *err, ag_status s, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 3, 4)))
+#endif
+    ;
+/* Marks err (if not NULL) as a success and returns AG_OK. */
+ag_status nn__ok(nn_error *err);
+
+/* Zeroed raw memory from the engine's allocator, so tests that fail the
+ * Nth allocation reach nn too: an f64 tensor used as bytes, aligned for
+ * any type. *owner receives the tensor to free with ag_tensor_free. */
+void *nn__mem(size_t bytes, ag_tensor **owner);
+
+/* Byte offsets of the arrays packed after a struct in one nn__mem block. */
+typedef struct {
+    size_t size;
+    bool overflow;
+} nn__layout;
+/* Reserves count items of elem bytes, aligned for any type; returns the offset. */
+size_t nn__layout_add(nn__layout *l, size_t count, size_t elem);
+
+/* a * b into *out; false when it overflows size_t. */
+bool nn__mul(size_t a, size_t b, size_t *out);
+
+/* Element i of a dtype-typed buffer as a double, and storing one. */
+static inline double nn__get(ag_dtype dt, const void *p, size_t i)
+{
+    return dt == AG_F32 ? (double)((const float *)p)[i] : ((const double *)p)[i];
+}
+static inline void nn__set(ag_dtype dt, void *p, size_t i, double v)
+{
+    if (dt == AG_F32)
+        ((float *)p)[i] = (float)v;
+    else
+        ((double *)p)[i] = v;
+}
+
+/* Opens path for reading and measures it, so a loader can check sizes
+ * before it allocates anything a foreign file claims. On failure *f is
+ * NULL and err names fn and the cause (AG_ERR_IO). */
+ag_status nn__open_sized(const char *fn, const char *path, FILE **f, size_t *size, nn_error *err);
+
+/* "[3,4]" into buf; returns buf. */
+const char *nn__shape_str(const ag_tensor *x, char *buf, size_t cap);
+#define NN_SHAPE_BUF 96
+
+/* Rows (shape[0]) and elements per row of a rank >= 1 tensor. */
+size_t nn__rows(const ag_tensor *x);
+size_t nn__row_len(const ag_tensor *x);
+
+#endif

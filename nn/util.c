@@ -1,0 +1,106 @@
+/* util.c: errors, memory and small helpers shared by the nn sources. */
+#include "nn_internal.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdalign.h>
+#include <string.h>
+
+ag_status nn__fail(nn_error *err, ag_status s, const char *fmt, ...)
+{
+    if (err) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err->msg, sizeof err->msg, fmt, ap);
+        va_end(ap);
+        err->status = s;
+    }
+    return s;
+}
+
+ag_status nn__ok(nn_error *err)
+{
+    if (err) {
+        err->status = AG_OK;
+        err->msg[0] = '\0';
+    }
+    return AG_OK;
+}
+
+void *nn__mem(size_t bytes, ag_tensor **owner)
+{
+    size_t n = bytes / sizeof(double) + (bytes % sizeof(double) != 0);
+    *owner = ag_zeros(AG_F64, &n, 1);
+    return *owner ? ag_data(*owner) : NULL;
+}
+
+size_t nn__layout_add(nn__layout *l, size_t count, size_t elem)
+{
+    const size_t align = alignof(max_align_t);
+    size_t bytes, start = (l->size + align - 1) / align * align;
+    if (start < l->size || !nn__mul(count, elem, &bytes) || bytes > SIZE_MAX - start) {
+        l->overflow = true;
+        return 0;
+    }
+    l->size = start + bytes;
+    return start;
+}
+
+bool nn__mul(size_t a, size_t b, size_t *out)
+{
+    if (a != 0 && b > SIZE_MAX / a)
+        return false;
+    *out = a * b;
+    return true;
+}
+
+const char *nn__shape_str(const ag_tensor *x, char *buf, size_t cap)
+{
+    size_t used = 0, rank = ag_tensor_rank(x);
+    const size_t *shape = ag_tensor_shape(x);
+    int n = snprintf(buf, cap, "[");
+    used = n > 0 ? (size_t)n : 0;
+    for (size_t i = 0; i < rank && used < cap; i++) {
+        n = snprintf(buf + used, cap - used, i ? ",%zu" : "%zu", shape[i]);
+        used += n > 0 ? (size_t)n : 0;
+    }
+    if (used < cap)
+        snprintf(buf + used, cap - used, "]");
+    return buf;
+}
+
+size_t nn__rows(const ag_tensor *x)
+{
+    return ag_tensor_rank(x) ? ag_tensor_shape(x)[0] : 0;
+}
+
+size_t nn__row_len(const ag_tensor *x)
+{
+    size_t rows = nn__rows(x);
+    return rows ? ag_tensor_numel(x) / rows : 0;
+}
+
+ag_status nn__open_sized(const char *fn, const char *path, FILE **f, size_t *size, nn_error *err)
+{
+    *f = fopen(path, "rb");
+    if (!*f)
+        return nn__fail(err, AG_ERR_IO, "%s: cannot open '%s': %s", fn, path, strerror(errno));
+    long end = -1;
+    errno = 0;
+    if (getc(*f) == EOF && ferror(*f)) { /* e.g. a directory, which fopen accepts */
+        int e = errno;
+        fclose(*f);
+        *f = NULL;
+        return nn__fail(err, AG_ERR_IO, "%s: cannot read '%s': %s", fn, path,
+                        e ? strerror(e) : "read error");
+    }
+    if (fseek(*f, 0, SEEK_END) == 0)
+        end = ftell(*f);
+    if (end < 0 || fseek(*f, 0, SEEK_SET) != 0) {
+        fclose(*f);
+        *f = NULL;
+        return nn__fail(err, AG_ERR_IO, "%s: cannot measure '%s' (not a regular file?)", fn, path);
+    }
+    *size = (size_t)end;
+    return AG_OK;
+}
