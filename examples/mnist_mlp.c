@@ -7,7 +7,8 @@
  * Without MNIST it trains 64-256-256-10 on the bundled 8x8 digits.
  *
  * Usage: mnist_mlp [MNIST_DIR] [--epochs N] [--batch N] [--lr X] [--seed N]
- *                  [--save PATH] */
+ *                  [--save PATH] [--digits]   (--digits: the bundled digits even when
+ *                  MNIST is there) */
 #include "common.h"
 
 #include <stdio.h>
@@ -16,12 +17,13 @@
 
 typedef struct {
     const char *mnist_dir, *save_path;
+    bool digits;
     double epochs, batch, lr, seed;
 } options;
 
 static options parse(int argc, char **argv)
 {
-    options o = {NULL, "mnist_mlp.nnm", 10, 128, 1e-3, 1};
+    options o = {NULL, "mnist_mlp.nnm", false, 10, 128, 1e-3, 1};
     for (int i = 1; i < argc; i++) {
         if (flag_number(argc, argv, &i, "--epochs", &o.epochs) ||
             flag_number(argc, argv, &i, "--batch", &o.batch) ||
@@ -30,11 +32,13 @@ static options parse(int argc, char **argv)
             continue;
         if (strcmp(argv[i], "--save") == 0 && i + 1 < argc)
             o.save_path = argv[++i];
+        else if (strcmp(argv[i], "--digits") == 0)
+            o.digits = true;
         else if (argv[i][0] != '-')
             o.mnist_dir = argv[i];
         else {
             fprintf(stderr, "usage: %s [MNIST_DIR] [--epochs N] [--batch N] [--lr X] [--seed N] "
-                            "[--save PATH]\n", argv[0]);
+                            "[--save PATH] [--digits]\n", argv[0]);
             exit(2);
         }
     }
@@ -95,7 +99,7 @@ int main(int argc, char **argv)
     options o = parse(argc, argv);
     nn_error err = {0};
     nn_dataset train = {0}, test = {0};
-    const char *dir = find_mnist(o.mnist_dir);
+    const char *dir = o.digits ? NULL : find_mnist(o.mnist_dir);
     ag_status s = dir ? load_mnist(dir, AG_F32, 0, &train, &test, &err)
                       : load_digits(AG_F32, 297, (uint64_t)o.seed, &train, &test, &err);
     if (s != AG_OK)
@@ -117,7 +121,7 @@ int main(int argc, char **argv)
         return fail("setting up", &err);
     printf("MLP %zu-256-256-10, ReLU, softmax cross-entropy, He init, Adam %g (cosine), batch %g, f32\n"
            "on %s: %zu training and %zu test images\n", sizes[0], o.lr, o.batch,
-           dir ? dir : "the bundled 8x8 digits (no MNIST found; see scripts/fetch-mnist.sh)",
+           dir ? dir : o.digits ? "the bundled 8x8 digits" : "the bundled 8x8 digits (no MNIST found; see scripts/fetch-mnist.sh)",
            train.n, test.n);
 
     nn_progress progress;

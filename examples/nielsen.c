@@ -8,9 +8,10 @@
  * Without MNIST it trains a 64-30-10 network on the bundled 8x8 digits.
  *
  * Usage: nielsen [MNIST_DIR] [--epochs N] [--batch N] [--eta X] [--hidden N]
- *                [--seed N] [--f64]
+ *                [--seed N] [--f64] [--digits]
  * MNIST_DIR holds the four IDX files (scripts/fetch-mnist.sh fetches them);
- * by default data/mnist and ../shared/data/mnist are tried. */
+ * by default data/mnist and ../shared/data/mnist are tried; --digits uses
+ * the bundled digits even when MNIST is there. */
 #include "common.h"
 
 #include <stdio.h>
@@ -18,6 +19,7 @@
 #include <string.h>
 
 typedef struct {
+    bool digits;
     const char *mnist_dir;
     double epochs, batch, eta, hidden, seed;
     ag_dtype dtype;
@@ -25,7 +27,7 @@ typedef struct {
 
 static options parse(int argc, char **argv)
 {
-    options o = {NULL, 30, 10, 3.0, 30, 1, AG_F32};
+    options o = {false, NULL, 30, 10, 3.0, 30, 1, AG_F32};
     for (int i = 1; i < argc; i++) {
         if (flag_number(argc, argv, &i, "--epochs", &o.epochs) ||
             flag_number(argc, argv, &i, "--batch", &o.batch) ||
@@ -35,11 +37,13 @@ static options parse(int argc, char **argv)
             continue;
         if (strcmp(argv[i], "--f64") == 0)
             o.dtype = AG_F64;
+        else if (strcmp(argv[i], "--digits") == 0)
+            o.digits = true;
         else if (argv[i][0] != '-')
             o.mnist_dir = argv[i];
         else {
             fprintf(stderr, "usage: %s [MNIST_DIR] [--epochs N] [--batch N] [--eta X] "
-                            "[--hidden N] [--seed N] [--f64]\n", argv[0]);
+                            "[--hidden N] [--seed N] [--f64] [--digits]\n", argv[0]);
             exit(2);
         }
     }
@@ -80,7 +84,7 @@ int main(int argc, char **argv)
     options o = parse(argc, argv);
     nn_error err = {0};
     nn_dataset train = {0}, test = {0};
-    const char *dir = find_mnist(o.mnist_dir);
+    const char *dir = o.digits ? NULL : find_mnist(o.mnist_dir);
     if (o.mnist_dir && !dir)
         fprintf(stderr, "nielsen: no MNIST IDX files in %s\n", o.mnist_dir);
     ag_status s = dir ? load_mnist(dir, o.dtype, 50000, &train, &test, &err)
@@ -93,7 +97,7 @@ int main(int argc, char **argv)
     printf("Nielsen's network %zu-%zu-10 (sigmoid, quadratic cost, SGD batch %g, eta %g, %s)\n"
            "on %s: %zu training and %zu test images\n",
            sizes[0], sizes[1], o.batch, o.eta, ag_dtype_name(o.dtype),
-           dir ? dir : "the bundled 8x8 digits (no MNIST found; see scripts/fetch-mnist.sh)",
+           dir ? dir : o.digits ? "the bundled 8x8 digits" : "the bundled 8x8 digits (no MNIST found; see scripts/fetch-mnist.sh)",
            train.n, test.n);
 
     nn_mlp *net = NULL;
