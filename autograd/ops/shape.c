@@ -74,9 +74,13 @@ ag_status ag__reshape_shape(ag_tape *t, ag_record *r, ag_tensor *out)
         return ag__error(t, rank > AG_MAX_RANK ? AG_ERR_VALUE : AG_ERR_NULL,
                          "ag_reshape: %s: target rank %zu %s", ag__shape_str(x, s, sizeof s), rank,
                          rank > AG_MAX_RANK ? "exceeds AG_MAX_RANK" : "with a NULL shape");
-    if (!ag__numel(r->attr.shape, rank, &numel) || numel != x->numel)
-        return ag__error(t, AG_ERR_SHAPE, "ag_reshape: %s has %zu elements; the target shape does not",
-                         ag__shape_str(x, s, sizeof s), x->numel);
+    if (!ag__numel(r->attr.shape, rank, &numel) || numel != x->numel) {
+        ag_tensor target = {.rank = rank}; /* only to print the shape */
+        memcpy(target.shape, r->attr.shape, rank * sizeof *target.shape);
+        char ts[AG_SHAPE_BUF];
+        return ag__error(t, AG_ERR_SHAPE, "ag_reshape: %s has %zu elements, %s does not",
+                         ag__shape_str(x, s, sizeof s), x->numel, ag__shape_str(&target, ts, sizeof ts));
+    }
     out->rank = rank;
     if (rank)
         memcpy(out->shape, r->attr.shape, rank * sizeof *out->shape);
