@@ -42,21 +42,3 @@ void ag__free(void *p, size_t n)
     if (p)
         alloc_fn(alloc_ud, p, n, 0);
 }
-
-bool ag__mul_size(size_t a, size_t b, size_t *out)
-{
-    if (a != 0 && b > SIZE_MAX / a)
-        return false;
-    *out = a * b;
-    return true;
-}
-
-bool ag__numel(const size_t *shape, size_t rank, size_t *out)
-{
-    size_t n = 1;
-    for (size_t i = 0; i < rank; i++)
-        if (!ag__mul_size(n, shape[i], &n))
-            return false;
-    *out = n;
-    return true;
-}

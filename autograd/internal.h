@@ -90,9 +90,27 @@ void *ag__alloc(size_t n);
 void *ag__calloc(size_t n);
 void ag__free(void *p, size_t n);
 
+/* ag_dtype_size for a valid dtype, inlined for the hot paths. */
+#define AG_DTYPE_SIZE(dt) ((dt) == AG_F32 ? sizeof(float) : sizeof(double))
+
 /* Size arithmetic that reports overflow by returning false. */
-bool ag__mul_size(size_t a, size_t b, size_t *out);
-bool ag__numel(const size_t *shape, size_t rank, size_t *out);
+static inline bool ag__mul_size(size_t a, size_t b, size_t *out)
+{
+    if (a != 0 && b > SIZE_MAX / a)
+        return false;
+    *out = a * b;
+    return true;
+}
+
+static inline bool ag__numel(const size_t *shape, size_t rank, size_t *out)
+{
+    size_t n = 1;
+    for (size_t i = 0; i < rank; i++)
+        if (!ag__mul_size(n, shape[i], &n))
+            return false;
+    *out = n;
+    return true;
+}
 
 /* Tape (tape.c). */
 void *ag__arena_alloc(ag_tape *t, size_t n);     /* NULL + NOMEM error on failure */

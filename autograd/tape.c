@@ -12,8 +12,8 @@
  * the step before and calls the allocator zero times. */
 typedef struct ag_chunk {
     struct ag_chunk *next;
-    size_t size, used;
-    unsigned char data[];
+    size_t size, used;   /* used is kept a multiple of AG_ALIGN */
+    unsigned char *data; /* AG_ALIGN-aligned, inside this allocation */
 } ag_chunk;
 
 struct ag_tape {
@@ -47,7 +47,7 @@ void ag_tape_free(ag_tape *t)
         return;
     for (ag_chunk *c = t->first, *next; c; c = next) {
         next = c->next;
-        ag__free(c, sizeof *c + c->size);
+        ag__free(c, sizeof *c + AG_ALIGN + c->size);
     }
     ag__free(t->recs, t->cap_recs * sizeof *t->recs);
     ag__free(t->scratch, t->scratch_size + AG_ALIGN);
@@ -168,10 +168,13 @@ ag_status ag_tape_fail(ag_tape *t, ag_status s, const char *fmt, ...)
     return s;
 }
 
+/* A chunk of size bytes (a multiple of AG_ALIGN) after an aligned start. */
 static ag_chunk *chunk_new(size_t size)
 {
-    ag_chunk *c = ag__alloc(sizeof *c + size);
+    ag_chunk *c = ag__alloc(sizeof *c + AG_ALIGN + size);
     if (c) {
+        uintptr_t start = (uintptr_t)(c + 1);
+        c->data = (unsigned char *)((start + AG_ALIGN - 1) & ~(uintptr_t)(AG_ALIGN - 1));
         c->next = NULL;
         c->size = size;
         c->used = 0;
@@ -179,53 +182,67 @@ static ag_chunk *chunk_new(size_t size)
     return c;
 }
 
-/* Bytes from chunk c for n bytes at AG_ALIGN, or NULL if they do not fit. */
-static void *chunk_take(ag_chunk *c, size_t n)
+/* n bytes from chunk c, n already rounded up to AG_ALIGN; NULL if they do
+ * not fit. */
+static inline void *chunk_take(ag_chunk *c, size_t n)
 {
-    uintptr_t base = (uintptr_t)c->data;
-    size_t start = ((base + c->used + AG_ALIGN - 1) & ~(uintptr_t)(AG_ALIGN - 1)) - base;
-    if (start > c->size || n > c->size - start)
+    if (n > c->size - c->used)
         return NULL;
-    c->used = start + n;
-    return c->data + start;
+    void *p = c->data + c->used;
+    c->used += n;
+    return p;
 }
 
-void *ag__arena_alloc(ag_tape *t, size_t n)
+/* The slow path of ag__arena_alloc: the next kept chunk that fits, or a new
+ * one twice the size of the last. */
+static void *arena_grow(ag_tape *t, size_t n)
 {
-    if (n == 0)
-        n = 1;
-    for (ag_chunk *c = t->cur; c; c = c->next) {
-        if (c != t->cur)
-            c->used = 0; /* first visit to this chunk since the reset */
+    for (ag_chunk *c = t->cur ? t->cur->next : NULL; c; c = c->next) {
+        c->used = 0; /* first visit to this chunk since the reset */
         void *p = chunk_take(c, n);
         if (p) {
             t->cur = c;
             return p;
         }
-        if (!c->next)
-            break;
     }
-    size_t last = t->cur ? t->cur->size : 0;
-    for (ag_chunk *c = t->cur; c; c = c->next)
+    size_t last = 0;
+    for (ag_chunk *c = t->first; c; c = c->next)
         last = c->size;
     size_t size = last * 2 > AG_CHUNK_MIN ? last * 2 : AG_CHUNK_MIN;
-    if (n > SIZE_MAX - AG_ALIGN - sizeof(ag_chunk)) {
+    if (n > SIZE_MAX / 2 - AG_ALIGN - sizeof(ag_chunk)) {
         ag__error(t, AG_ERR_OVERFLOW, "arena: %zu bytes do not fit in memory", n);
         return NULL;
     }
-    if (size < n + AG_ALIGN)
-        size = n + AG_ALIGN;
+    if (size < n)
+        size = n;
     ag_chunk *c = chunk_new(size);
     if (!c) {
         ag__error(t, AG_ERR_NOMEM, "arena: out of memory allocating %zu bytes", size);
         return NULL;
     }
-    ag_chunk **tail = t->cur ? &t->cur->next : &t->first;
+    ag_chunk **tail = &t->first;
     while (*tail)
         tail = &(*tail)->next;
     *tail = c;
     t->cur = c;
     return chunk_take(c, n);
+}
+
+/* The bump allocation every op result takes; inlined into the hot paths. */
+static inline void *arena_alloc(ag_tape *t, size_t n)
+{
+    if (n > SIZE_MAX - AG_ALIGN) {
+        ag__error(t, AG_ERR_OVERFLOW, "arena: %zu bytes do not fit in memory", n);
+        return NULL;
+    }
+    n = n ? (n + AG_ALIGN - 1) & ~(size_t)(AG_ALIGN - 1) : AG_ALIGN;
+    void *p = t->cur ? chunk_take(t->cur, n) : NULL;
+    return p ? p : arena_grow(t, n);
+}
+
+void *ag__arena_alloc(ag_tape *t, size_t n)
+{
+    return arena_alloc(t, n);
 }
 
 void *ag__arena_zeros(ag_tape *t, size_t n)
@@ -252,17 +269,18 @@ void *ag__scratch(ag_tape *t, size_t n)
     return (void *)((base + AG_ALIGN - 1) & ~(uintptr_t)(AG_ALIGN - 1));
 }
 
-static bool push_record(ag_tape *t, const ag_record *r)
+/* The slot for the next record, growing the array when full; the record
+ * is kept only when n_recs is then advanced. */
+static ag_record *next_record(ag_tape *t)
 {
     if (t->n_recs == t->cap_recs) {
         size_t cap = t->cap_recs ? t->cap_recs * 2 : 256;
         ag_record *recs = NULL;
-        if (cap < SIZE_MAX / sizeof *recs) {
+        if (cap < SIZE_MAX / sizeof *recs)
             recs = ag__alloc(cap * sizeof *recs);
-        }
         if (!recs) {
             ag__error(t, AG_ERR_NOMEM, "tape: out of memory growing to %zu records", cap);
-            return false;
+            return NULL;
         }
         if (t->n_recs)
             memcpy(recs, t->recs, t->n_recs * sizeof *recs);
@@ -270,8 +288,7 @@ static bool push_record(ag_tape *t, const ag_record *r)
         t->recs = recs;
         t->cap_recs = cap;
     }
-    t->recs[t->n_recs++] = *r;
-    return true;
+    return &t->recs[t->n_recs];
 }
 
 /* Checks that the inputs exist, belong to t and agree in dtype. */
@@ -343,38 +360,46 @@ ag_tensor *ag__apply(ag_tape *t, ag_op op, ag_tensor *a, ag_tensor *b, const ag_
     if (!t || t->status != AG_OK)
         return NULL;
     const ag_op_def *def = &ag_op_table[op];
-    ag_record r = {.op = op, .in = {a, b}};
-    if (attr)
-        r.attr = *attr;
-    if (!inputs_ok(t, def, &r))
+    ag_record *r = next_record(t); /* built in place, kept if it must be */
+    if (!r)
         return NULL;
-    ag_tensor *out = ag__arena_zeros(t, sizeof *out);
+    r->op = op;
+    r->in[0] = a;
+    r->in[1] = b;
+    r->saved = NULL;
+    if (attr)
+        r->attr = *attr;
+    if (!inputs_ok(t, def, r))
+        return NULL;
+    /* Only the fields an op result uses are set: this runs once per node. */
+    ag_tensor *out = arena_alloc(t, sizeof *out);
     if (!out)
         return NULL;
-    out->origin = AG_TAPE;
-    out->tape = t;
     out->dtype = a->dtype;
-    r.out = out;
-    if (def->shape(t, &r, out) != AG_OK)
+    out->origin = AG_TAPE;
+    out->requires_grad = out->grad_owned = out->retain_grad = false;
+    out->grad = out->work = NULL;
+    out->work_pass = 0;
+    out->tape = t;
+    out->name[0] = '\0';
+    r->out = out;
+    if (def->shape(t, r, out) != AG_OK)
         return NULL;
     size_t bytes;
     if (!ag__numel(out->shape, out->rank, &out->numel) ||
-        !ag__mul_size(out->numel, ag_dtype_size(out->dtype), &bytes)) {
+        !ag__mul_size(out->numel, AG_DTYPE_SIZE(out->dtype), &bytes)) {
         ag__error(t, AG_ERR_OVERFLOW, "ag_%s: the result's size overflows", def->name);
         return NULL;
     }
-    if (!def->view && !(out->data = ag__arena_alloc(t, bytes)))
+    if (!def->view && !(out->data = arena_alloc(t, bytes)))
         return NULL;
-    if (def->forward(t, &r) != AG_OK)
+    if (def->forward(t, r) != AG_OK)
         return NULL;
-    if (t->checked && !check_finite(t, &r, out, out->data, "the result"))
+    if (t->checked && !check_finite(t, r, out, out->data, "the result"))
         return NULL;
-    bool needs_grad = false;
-    for (int i = 0; i < def->arity; i++)
-        needs_grad |= r.in[i]->requires_grad;
+    bool needs_grad = a->requires_grad || (def->arity == 2 && b->requires_grad);
     if (needs_grad && t->recording && op != AG_OP_DETACH) {
-        if (!push_record(t, &r))
-            return NULL;
+        t->n_recs++;
         out->requires_grad = true;
     }
     return out;
@@ -392,12 +417,14 @@ static void *grad_target(ag_tape *t, ag_tensor *x)
 {
     if (x->origin != AG_TAPE)
         return x->grad;
-    size_t bytes = x->numel * ag_dtype_size(x->dtype);
     if (x->work_pass != t->pass) {
-        if (x->work)
-            memset(x->work, 0, bytes);
+        size_t bytes = x->numel * AG_DTYPE_SIZE(x->dtype);
+        if (!x->work && !(x->work = arena_alloc(t, bytes)))
+            return NULL;
+        if (bytes == sizeof(double))
+            *(double *)x->work = 0; /* all-zero bits: 0 in either dtype */
         else
-            x->work = ag__arena_zeros(t, bytes);
+            memset(x->work, 0, bytes);
         x->work_pass = t->pass;
     }
     return x->work;

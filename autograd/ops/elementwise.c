@@ -42,6 +42,14 @@ ag_status ag__binary_shape(ag_tape *t, ag_record *r, ag_tensor *out)
 
 static void bcast_init(bcast *bc, const ag_tensor *a, const ag_tensor *b, const ag_tensor *y)
 {
+    if ((a->numel == y->numel || a->numel == 1) && (b->numel == y->numel || b->numel == 1)) {
+        /* the common cases in one run: same shapes, or a scalar operand */
+        bc->rank = 1;
+        bc->n[0] = y->numel;
+        bc->sa[0] = a->numel == y->numel;
+        bc->sb[0] = b->numel == y->numel;
+        return;
+    }
     size_t stride_a = 1, stride_b = 1, rank = 0;
     size_t n[AG_MAX_RANK], sa[AG_MAX_RANK], sb[AG_MAX_RANK];
     for (size_t k = 0; k < y->rank; k++) { /* from the last axis back */
@@ -98,16 +106,27 @@ static void bcast_init(bcast *bc, const ag_tensor *a, const ag_tensor *b, const 
         }                                                                       \
     } while (0)
 
+/* One element: the scalar graphs of micrograd-style code live here, so it
+ * skips the broadcasting machinery. */
+#define BINARY_ONE(op, T, x, z) \
+    ((op) == AG_OP_ADD ? (x) + (z) : (op) == AG_OP_SUB ? (x) - (z) : (op) == AG_OP_MUL ? (x) * (z) : (x) / (z))
+
 ag_status ag__binary_forward(ag_tape *t, ag_record *r)
 {
     (void)t;
     const ag_tensor *a = r->in[0], *b = r->in[1];
     ag_tensor *y = r->out;
+    ag_op op = r->op;
+    if (y->numel == 1) {
+        AG_DISPATCH(y->dtype, T, {
+            *(T *)y->data = BINARY_ONE(op, T, *(const T *)a->data, *(const T *)b->data);
+        });
+        return AG_OK;
+    }
     if (y->numel == 0)
         return AG_OK;
     bcast bc;
     bcast_init(&bc, a, b, y);
-    ag_op op = r->op;
     AG_DISPATCH(y->dtype, T, {
         const T *A = a->data, *B = b->data;
         T *Y = y->data;
@@ -129,11 +148,22 @@ ag_status ag__binary_backward(ag_tape *t, const ag_record *r, const void *gout, 
 {
     (void)t;
     const ag_tensor *a = r->in[0], *b = r->in[1];
+    ag_op op = r->op;
+    if (r->out->numel == 1) {
+        AG_DISPATCH(a->dtype, T, {
+            T x = *(const T *)a->data, z = *(const T *)b->data, g = *(const T *)gout;
+            T *ga = gin[0], *gb = gin[1];
+            if (ga)
+                *ga += op == AG_OP_MUL ? g * z : op == AG_OP_DIV ? g / z : g;
+            if (gb)
+                *gb += op == AG_OP_MUL ? g * x : op == AG_OP_DIV ? -g * x / (z * z) : op == AG_OP_SUB ? -g : g;
+        });
+        return AG_OK;
+    }
     if (r->out->numel == 0)
         return AG_OK;
     bcast bc;
     bcast_init(&bc, a, b, r->out);
-    ag_op op = r->op;
     AG_DISPATCH(a->dtype, T, {
         const T *A = a->data, *B = b->data, *G = gout;
         T *GA = gin[0], *GB = gin[1];
