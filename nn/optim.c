@@ -124,11 +124,33 @@ void nn_optim_free(nn_optim *opt)
         ag_tensor_free(opt->mem);
 }
 
+/* θ -= η∇ in plain loops the compiler vectorises: the common case (plain
+ * SGD), run once per parameter per step. */
+static void sgd_plain(ag_tensor *x, double lr)
+{
+    size_t n = ag_tensor_numel(x);
+    if (ag_tensor_dtype(x) == AG_F32) {
+        float *p = ag_data(x);
+        const float *g = ag_grad(x);
+        for (size_t i = 0; i < n; i++)
+            p[i] = (float)((double)p[i] - lr * (double)g[i]);
+    } else {
+        double *p = ag_data(x);
+        const double *g = ag_grad(x);
+        for (size_t i = 0; i < n; i++)
+            p[i] -= lr * g[i];
+    }
+}
+
 static void sgd_tensor(const nn_optim_config *c, ag_tensor *x, double *buf)
 {
     ag_dtype dt = ag_tensor_dtype(x);
     void *p = ag_data(x), *g = ag_grad(x);
     double lr = c->lr, mu = c->momentum, wd = c->weight_decay;
+    if (mu == 0 && wd == 0) {
+        sgd_plain(x, lr);
+        return;
+    }
     for (size_t i = 0, n = ag_tensor_numel(x); i < n; i++) {
         double th = nn__get(dt, p, i), d = nn__get(dt, g, i) + wd * th;
         if (mu > 0) {

@@ -41,28 +41,45 @@ static void FN(micro_kernel)(size_t kc, const T *restrict pa, const T *restrict 
     }
 }
 
-/* Packs A(i0:i0+mc, p0:p0+kc) into MR-row panels, zero-padding the last. */
+/* Packs A(i0:i0+mc, p0:p0+kc) into MR-row panels, zero-padding the last.
+ * Full panels of a row-major A read MR row streams; of a transposed A
+ * (rs == 1), MR contiguous elements per step. */
 static void FN(pack_a)(const gemm_op *A, size_t i0, size_t p0, size_t mc, size_t kc, T *pa)
 {
     const T *a = A->data;
-    for (size_t ir = 0; ir < mc; ir += GEMM_MR)
-        for (size_t p = 0; p < kc; p++)
-            for (size_t r = 0; r < GEMM_MR; r++, pa++) {
-                size_t i = i0 + ir + r;
-                *pa = ir + r < mc ? a[i * A->rs + (p0 + p) * A->cs] : 0;
-            }
+    for (size_t ir = 0; ir < mc; ir += GEMM_MR, pa += GEMM_MR * kc) {
+        const T *base = a + (i0 + ir) * A->rs + p0 * A->cs;
+        if (ir + GEMM_MR <= mc && A->cs == 1) {
+            for (size_t r = 0; r < GEMM_MR; r++)
+                for (size_t p = 0; p < kc; p++)
+                    pa[p * GEMM_MR + r] = base[r * A->rs + p];
+        } else if (ir + GEMM_MR <= mc && A->rs == 1) {
+            for (size_t p = 0; p < kc; p++)
+                memcpy(pa + p * GEMM_MR, base + p * A->cs, GEMM_MR * sizeof(T));
+        } else {
+            for (size_t p = 0; p < kc; p++)
+                for (size_t r = 0; r < GEMM_MR; r++)
+                    pa[p * GEMM_MR + r] = ir + r < mc ? base[r * A->rs + p * A->cs] : 0;
+        }
+    }
 }
 
-/* Packs B(p0:p0+kc, j0:j0+nc) into NR-column panels, zero-padding the last. */
+/* Packs B(p0:p0+kc, j0:j0+nc) into NR-column panels, zero-padding the last.
+ * A full panel of a row-major B is NR contiguous elements per row. */
 static void FN(pack_b)(const gemm_op *B, size_t p0, size_t j0, size_t kc, size_t nc, T *pb)
 {
     const T *b = B->data;
-    for (size_t jr = 0; jr < nc; jr += FN(NR))
-        for (size_t p = 0; p < kc; p++)
-            for (size_t c = 0; c < FN(NR); c++, pb++) {
-                size_t j = j0 + jr + c;
-                *pb = jr + c < nc ? b[(p0 + p) * B->rs + j * B->cs] : 0;
-            }
+    for (size_t jr = 0; jr < nc; jr += FN(NR), pb += FN(NR) * kc) {
+        const T *base = b + p0 * B->rs + (j0 + jr) * B->cs;
+        if (jr + FN(NR) <= nc && B->cs == 1) {
+            for (size_t p = 0; p < kc; p++)
+                memcpy(pb + p * FN(NR), base + p * B->rs, FN(NR) * sizeof(T));
+        } else {
+            for (size_t p = 0; p < kc; p++)
+                for (size_t c = 0; c < FN(NR); c++)
+                    pb[p * FN(NR) + c] = jr + c < nc ? base[p * B->rs + c * B->cs] : 0;
+        }
+    }
 }
 
 /* One packed block: C(ic:ic+mc, jc:jc+nc) += pa · pb. Edge tiles go
