@@ -106,14 +106,15 @@ ag_tensor *ag_view(ag_dtype dt, const size_t *shape, size_t rank, void *data, vo
     return x;
 }
 
-ag_tensor *ag_rand_uniform(ag_dtype dt, const size_t *shape, size_t rank,
-                           double lo, double hi, ag_rng *rng)
+/* A leaf filled in row-major order with offset + scale * draw(rng). */
+static ag_tensor *random_leaf(ag_dtype dt, const size_t *shape, size_t rank, ag_rng *rng,
+                              double (*draw)(ag_rng *), double offset, double scale)
 {
     if (!rng)
         return NULL;
     ag_tensor *x = leaf_new(dt, shape, rank, true);
     for (size_t i = 0; x && i < x->numel; i++) {
-        double v = lo + (hi - lo) * ag_rng_uniform(rng);
+        double v = offset + scale * draw(rng);
         if (dt == AG_F32)
             ((float *)x->data)[i] = (float)v;
         else
@@ -122,20 +123,16 @@ ag_tensor *ag_rand_uniform(ag_dtype dt, const size_t *shape, size_t rank,
     return x;
 }
 
+ag_tensor *ag_rand_uniform(ag_dtype dt, const size_t *shape, size_t rank,
+                           double lo, double hi, ag_rng *rng)
+{
+    return random_leaf(dt, shape, rank, rng, ag_rng_uniform, lo, hi - lo);
+}
+
 ag_tensor *ag_rand_normal(ag_dtype dt, const size_t *shape, size_t rank,
                           double mean, double std, ag_rng *rng)
 {
-    if (!rng)
-        return NULL;
-    ag_tensor *x = leaf_new(dt, shape, rank, true);
-    for (size_t i = 0; x && i < x->numel; i++) {
-        double v = mean + std * ag_rng_normal(rng);
-        if (dt == AG_F32)
-            ((float *)x->data)[i] = (float)v;
-        else
-            ((double *)x->data)[i] = v;
-    }
-    return x;
+    return random_leaf(dt, shape, rank, rng, ag_rng_normal, mean, std);
 }
 
 void ag_tensor_free(ag_tensor *x)
