@@ -315,3 +315,46 @@ Test(nn_train, progress_redraws_in_place_on_a_terminal)
     cr_expect_eq(nn_progress_epoch(NULL, 1, 1, 1, 1, 1), AG_OK);
     fclose(f);
 }
+
+/* Three Adam steps of a network whose products are big enough to be split
+ * over threads; the losses and every parameter, as bits, per thread count. */
+static void train_with_threads(size_t threads, double losses[3], float *params, size_t n_params)
+{
+    size_t sizes[] = {256, 256, 10};
+    nn_act acts[] = {NN_RELU, NN_IDENTITY};
+    nn_spec spec = {.n_layers = 2, .sizes = sizes, .acts = acts, .dtype = AG_F32,
+                    .init = NN_INIT_HE, .seed = 21};
+    nn_mlp *net = make(&spec);
+    nn_optim *o = optim_for(net, nn_adam(1e-3));
+    ag_rng rng;
+    ag_rng_seed(&rng, 8);
+    ag_tensor *x = ag_rand_normal(AG_F32, AG_SHAPE(64, 256), 0, 1, &rng);
+    ag_tensor *y = ag_zeros(AG_F32, AG_SHAPE(64));
+    for (size_t i = 0; i < 64; i++)
+        ((float *)ag_data(y))[i] = (float)(i % 10);
+    ag_tape *t = ag_tape_new();
+    ag_tape_set_threads(t, threads);
+    for (size_t s = 0; s < 3; s++)
+        cr_assert_eq(nn_mlp_train_step(net, t, o, NN_COST_CROSS_ENTROPY, x, y, &losses[s], NULL), AG_OK);
+    cr_assert_eq(nn_mlp_param_count(net), n_params);
+    memcpy(params, nn_mlp_data(net), n_params * sizeof(float));
+    ag_tape_free(t);
+    ag_tensor_free(x);
+    ag_tensor_free(y);
+    nn_optim_free(o);
+    nn_mlp_free(net);
+}
+
+Test(nn_train, training_is_bitwise_identical_for_1_2_and_3_threads)
+{
+    enum { N = 256 * 256 + 256 + 256 * 10 + 10 };
+    static float params[3][N];
+    double losses[3][3];
+    for (size_t i = 0; i < 3; i++)
+        train_with_threads(i + 1, losses[i], params[i], N);
+    for (size_t i = 1; i < 3; i++) {
+        cr_assert(memcmp(losses[0], losses[i], sizeof losses[0]) == 0, "losses differ with %zu threads", i + 1);
+        cr_assert(memcmp(params[0], params[i], sizeof params[0]) == 0, "parameters differ with %zu threads", i + 1);
+    }
+    cr_assert(losses[0][2] < losses[0][0], "training lowers the loss");
+}
