@@ -164,7 +164,8 @@ ag_status ag_gradcheck(ag_fn fn, void *ctx, size_t n_inputs, ag_tensor *const *i
             memcpy(in[i].analytic, inputs[i]->grad, inputs[i]->numel * sizeof(double));
     if (s == AG_OK)
         s = gc_numeric(&g, in, eps > 0 ? eps : 1e-6, atol, rtol, report);
-    for (size_t i = 0; in && i < tried; i++)
+    /* last first: an input given twice gets back what its first slot saved */
+    for (size_t i = tried; in && i-- > 0;)
         gc_restore(inputs[i], &in[i]);
     ag__free(in, bytes);
     ag_tensor_free(g.proj);

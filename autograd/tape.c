@@ -393,7 +393,9 @@ ag_tensor *ag__apply(ag_tape *t, ag_op op, ag_tensor *a, ag_tensor *b, const ag_
     }
     if (!def->view && !(out->data = arena_alloc(t, bytes)))
         return NULL;
-    if (def->forward(t, r) != AG_OK)
+    /* An empty result has nothing to compute, and its other dims may be
+     * huge ([2^62, 3, 0]): the ops' outer loops would run for ever. */
+    if ((out->numel || def->view) && def->forward(t, r) != AG_OK)
         return NULL;
     if (t->checked && !check_finite(t, r, out, out->data, "the result"))
         return NULL;
@@ -459,12 +461,16 @@ static ag_status replay(ag_tape *t)
             continue; /* no gradient reached this result */
         if (out->retain_grad && !retain(t, out))
             return t->status;
+        if (out->numel == 0)
+            continue; /* an empty result passes no gradient back (see ag__apply) */
         const ag_op_def *def = &ag_op_table[r->op];
         void *gin[AG_MAX_INPUTS] = {NULL};
         for (int i = 0; i < def->arity; i++)
             if (r->in[i]->requires_grad && r->in[i]->numel &&
                 !(gin[i] = grad_target(t, r->in[i])))
                 return t->status;
+        if (!gin[0] && !gin[1])
+            continue; /* e.g. requires_grad was turned off after recording */
         if (def->backward(t, r, out->work, gin) != AG_OK)
             return t->status;
         for (int i = 0; t->checked && i < def->arity; i++) {

@@ -182,6 +182,9 @@ static ag_status csv_values(csv_text *c, const csv_header *h, nn_dataset *d, nn_
                 return nn__fail(err, AG_ERR_FORMAT, "nn_csv_load: %s line %zu, field %zu: '%s%s' "
                                 "is not a finite number", c->path, c->line, j + 1, buf,
                                 len >= sizeof buf ? "..." : "");
+            if (dt == AG_F32 && !isfinite((float)v)) /* e.g. 1e39: finite, but not in f32 */
+                return nn__fail(err, AG_ERR_FORMAT, "nn_csv_load: %s line %zu, field %zu: '%s' "
+                                "is out of the range of f32", c->path, c->line, j + 1, buf);
             if (j < d->features) {
                 nn__set(dt, x, r * d->features + j, v);
                 continue;

@@ -234,7 +234,7 @@ void nn_dataset_free(nn_dataset *d);
  * without it the class count is the largest label + 1. Blank lines are
  * skipped; numbers are read with strtod (C locale). Errors: AG_ERR_NULL,
  * AG_ERR_IO (cannot open or read), AG_ERR_FORMAT (non-numeric or
- * non-finite field, ragged row, label not a class index, header count
+ * non-finite field, a value outside f32's range when dt is AG_F32, ragged row, label not a class index, header count
  * mismatch, no rows), AG_ERR_NOMEM; the message names the line and field. */
 ag_status nn_csv_load(const char *path, ag_dtype dt, nn_dataset *out, nn_error *err);
 

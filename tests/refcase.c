@@ -70,12 +70,24 @@ static bool tensor_line(reader *r, const char *le, ref_line *l)
     }
     if (!word(r, le, w, sizeof w) || strcmp(w, ":") != 0)
         return fail(r, "expected ':' after the shape");
-    l->values = malloc((numel ? numel : 1) * sizeof *l->values);
-    if (!l->values)
-        return fail(r, "out of memory");
-    for (l->count = 0; l->count < numel; l->count++)
-        if (!word(r, le, w, sizeof w) || !number(w, &l->values[l->count]))
+    /* Grown as numbers arrive, so a shape that claims much but brings
+     * little costs little. */
+    size_t cap = 0;
+    for (l->count = 0; l->count < numel; l->count++) {
+        if (!word(r, le, w, sizeof w))
             return fail(r, "expected as many numbers as the shape holds");
+        if (l->count == cap) {
+            cap = cap ? 2 * cap : 16;
+            double *v = realloc(l->values, cap * sizeof *v);
+            if (!v)
+                return fail(r, "out of memory");
+            l->values = v;
+        }
+        if (!number(w, &l->values[l->count]))
+            return fail(r, "expected as many numbers as the shape holds");
+    }
+    if (!l->values && !(l->values = malloc(sizeof *l->values)))
+        return fail(r, "out of memory");
     if (word(r, le, w, sizeof w))
         return fail(r, "more numbers than the shape holds");
     return true;
