@@ -12,7 +12,7 @@ typedef struct {
     size_t rs, cs;
 } gemm_op;
 
-enum { GEMM_MR = 6, GEMM_KC = 256, GEMM_MC = 144, GEMM_NC = 1024 };
+enum { GEMM_MR = 6, GEMM_KC = 512, GEMM_MC = 96, GEMM_NC = 2048 };
 
 #if defined(__GNUC__) && defined(__x86_64__) && !defined(__clang__)
 #define AG_KERNEL_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
@@ -48,10 +48,18 @@ typedef double v4d_u __attribute__((vector_size(32), aligned(8)));
 #undef VL
 #undef SUFFIX
 
-/* Elements of scratch the packed path needs: a B block and an A block. */
-static size_t scratch_elems(void)
+static size_t round_up(size_t x, size_t unit) { return (x + unit - 1) / unit * unit; }
+
+/* Packing space of one task for an m x n x k product, in elements: a B
+ * block (kc x nc) and, after it at b_elems, an A block (mc x kc), each no
+ * bigger than the product needs. */
+static size_t scratch_elems(size_t m, size_t n, size_t k, size_t nr, size_t *b_elems)
 {
-    return (size_t)GEMM_KC * GEMM_NC + (size_t)(GEMM_MC + GEMM_MR) * GEMM_KC;
+    size_t kc = k < GEMM_KC ? k : GEMM_KC;
+    size_t nc = round_up(n < GEMM_NC ? n : GEMM_NC, nr);
+    size_t mc = round_up(m < GEMM_MC ? m : GEMM_MC, GEMM_MR);
+    *b_elems = round_up(kc * nc, AG_ALIGN);
+    return *b_elems + mc * kc;
 }
 
 /* The plain triple loop, for products too small to pay for packing. */
@@ -80,6 +88,7 @@ typedef struct {
     gemm_op A, B;
     char *C, *scratch;
     size_t scratch_bytes;    /* per task */
+    size_t b_elems;          /* where a task's A block starts in its scratch */
 } gemm_job;
 
 static void gemm_stripe(void *ctx, size_t task)
@@ -101,9 +110,9 @@ static void gemm_stripe(void *ctx, size_t task)
     size_t m = j->by_rows ? len : j->m, n = j->by_rows ? j->n : len;
     void *scratch = j->scratch + task * j->scratch_bytes;
     if (j->dt == AG_F32)
-        gemm_packed_f32(m, n, j->k, &a, &b, (float *)c, j->n, scratch);
+        gemm_packed_f32(m, n, j->k, &a, &b, (float *)c, j->n, scratch, (float *)scratch + j->b_elems);
     else
-        gemm_packed_f64(m, n, j->k, &a, &b, (double *)c, j->n, scratch);
+        gemm_packed_f64(m, n, j->k, &a, &b, (double *)c, j->n, scratch, (double *)scratch + j->b_elems);
 }
 
 /* Products below this many multiply-adds stay on one thread: waking the
@@ -125,13 +134,15 @@ ag_status ag__gemm(ag_tape *t, ag_dtype dt, bool ta, bool tb, size_t m, size_t n
         return AG_OK;
     }
     ag_pool *pool = m * n * k >= GEMM_PARALLEL_MIN ? ag__tape_pool(t) : NULL;
-    size_t tasks = ag__pool_threads(pool), unit = j.by_rows ? GEMM_MR : 2 * 32 / es;
+    size_t unit_cols = 2 * 32 / es; /* NR: two 32-byte vectors */
+    size_t tasks = ag__pool_threads(pool), unit = j.by_rows ? GEMM_MR : unit_cols;
     size_t len = j.by_rows ? m : n, units = (len + unit - 1) / unit;
     if (tasks > units)
         tasks = units;
     j.stripe = (units + tasks - 1) / tasks * unit;
     tasks = (len + j.stripe - 1) / j.stripe;
-    j.scratch_bytes = (scratch_elems() * es + AG_ALIGN - 1) / AG_ALIGN * AG_ALIGN;
+    size_t rows = j.by_rows ? j.stripe : m, cols = j.by_rows ? n : j.stripe;
+    j.scratch_bytes = round_up(scratch_elems(rows, cols, k, unit_cols, &j.b_elems) * es, AG_ALIGN);
     if (!(j.scratch = ag__scratch(t, tasks * j.scratch_bytes)))
         return ag_tape_status(t);
     ag__pool_run(pool, tasks, gemm_stripe, &j);

@@ -65,7 +65,8 @@ static void FN(pack_a)(const gemm_op *A, size_t i0, size_t p0, size_t mc, size_t
 }
 
 /* Packs B(p0:p0+kc, j0:j0+nc) into NR-column panels, zero-padding the last.
- * A full panel of a row-major B is NR contiguous elements per row. */
+ * A full panel of a row-major B is NR contiguous elements per row; of a
+ * transposed B, NR contiguous columns. */
 static void FN(pack_b)(const gemm_op *B, size_t p0, size_t j0, size_t kc, size_t nc, T *pb)
 {
     const T *b = B->data;
@@ -74,6 +75,10 @@ static void FN(pack_b)(const gemm_op *B, size_t p0, size_t j0, size_t kc, size_t
         if (jr + FN(NR) <= nc && B->cs == 1) {
             for (size_t p = 0; p < kc; p++)
                 memcpy(pb + p * FN(NR), base + p * B->rs, FN(NR) * sizeof(T));
+        } else if (jr + FN(NR) <= nc && B->rs == 1) { /* transposed: columns are contiguous */
+            for (size_t p = 0; p < kc; p++)
+                for (size_t c = 0; c < FN(NR); c++)
+                    pb[p * FN(NR) + c] = base[c * B->cs + p];
         } else {
             for (size_t p = 0; p < kc; p++)
                 for (size_t c = 0; c < FN(NR); c++)
@@ -103,11 +108,10 @@ static void FN(block)(size_t mc, size_t nc, size_t kc, const T *pa, const T *pb,
 }
 
 /* C[m,n] (row stride ldc) += A·B with A, B read through their strides;
- * scratch holds scratch_elems() elements, 64-byte aligned. */
+ * pb and pa hold a packed B block and A block (see scratch_elems). */
 static void FN(gemm_packed)(size_t m, size_t n, size_t k, const gemm_op *A, const gemm_op *B,
-                            T *C, size_t ldc, T *scratch)
+                            T *C, size_t ldc, T *pb, T *pa)
 {
-    T *pb = scratch, *pa = scratch + GEMM_KC * GEMM_NC;
     for (size_t jc = 0; jc < n; jc += GEMM_NC) {
         size_t nc = n - jc < GEMM_NC ? n - jc : GEMM_NC;
         for (size_t pc = 0; pc < k; pc += GEMM_KC) {
