@@ -149,4 +149,17 @@ static inline bool fz_temp_name(fz_temp *t)
     return true;
 }
 
+/* The libFuzzer entry points every target has; Initialize installs the
+ * checking allocator with a live-memory cap of limit bytes. */
+#define FZ_TARGET(limit)                                          \
+    int LLVMFuzzerInitialize(int *argc, char ***argv);            \
+    int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size); \
+    int LLVMFuzzerInitialize(int *argc, char ***argv)             \
+    {                                                             \
+        (void)argc;                                               \
+        (void)argv;                                               \
+        fz_mem_install(limit);                                    \
+        return 0;                                                 \
+    }
+
 #endif

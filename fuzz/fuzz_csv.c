@@ -13,16 +13,7 @@
 
 #define MEM_LIMIT (16u << 20)
 
-int LLVMFuzzerInitialize(int *argc, char ***argv);
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-int LLVMFuzzerInitialize(int *argc, char ***argv)
-{
-    (void)argc;
-    (void)argv;
-    fz_mem_install(MEM_LIMIT);
-    return 0;
-}
+FZ_TARGET(MEM_LIMIT)
 
 static void check_dataset(const nn_dataset *d, ag_dtype dt)
 {

@@ -12,16 +12,7 @@
 
 #define MEM_LIMIT (8u << 20)
 
-int LLVMFuzzerInitialize(int *argc, char ***argv);
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-int LLVMFuzzerInitialize(int *argc, char ***argv)
-{
-    (void)argc;
-    (void)argv;
-    fz_mem_install(MEM_LIMIT);
-    return 0;
-}
+FZ_TARGET(MEM_LIMIT)
 
 static uint64_t le(const uint8_t *p, size_t n)
 {

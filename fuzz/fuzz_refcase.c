@@ -14,16 +14,7 @@
 #define MAX_LINES 256     /* records per case */
 #define MEM_LIMIT (1u << 20)
 
-int LLVMFuzzerInitialize(int *argc, char ***argv);
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-int LLVMFuzzerInitialize(int *argc, char ***argv)
-{
-    (void)argc;
-    (void)argv;
-    fz_mem_install(MEM_LIMIT);
-    return 0;
-}
+FZ_TARGET(MEM_LIMIT)
 
 static bool small_enough(const ref_case *c)
 {
