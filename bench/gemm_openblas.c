@@ -105,7 +105,7 @@ int main(int argc, char **argv)
     }
     if (!getenv("OPENBLAS_NUM_THREADS"))
         openblas_set_num_threads(2);
-    fprintf(stderr, "gemm_openblas: %s, core %s, %d threads\n",
+    fprintf(stderr, "# gemm_openblas: %s; core %s, %d threads\n",
             openblas_get_config(), openblas_get_corename(),
             openblas_get_num_threads());
     for (int i = 0; i < nsizes; i++)

@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Benchmark driver: our engine against PyTorch, NumPy and OpenBLAS.
 #
-#   bench/run.sh            full run (about 5 minutes on a quiet 2-core box)
-#   bench/run.sh --quick    smoke test: fewer repetitions, no NumPy
-#                           per-example network, one thread variant per peer
+#   bench/run.sh            full run (about 5 minutes on an idle 2-core box)
+#   bench/run.sh --quick    smoke test (under a minute): one round, fewer
+#                           repetitions, no NumPy per-example network, one
+#                           thread variant per peer
+#   bench/run.sh --rounds N run the timing programs N times (default 2,
+#                           --quick 1) and keep each one's best
 #
 # It (a) builds our release build (build-release/, meson + ninja) whose
 # bench/bench prints our RESULT lines, (b) compiles bench/gemm_openblas.c to
@@ -16,29 +19,47 @@
 # set on our machines, halve OpenBLAS); nothing is unset for the rest of the
 # script.  PyTorch and NumPy run twice, once as they are and once with
 # OpenBLAS single-threaded (OPENBLAS_NUM_THREADS=1; torch keeps its 2 OpenMP
-# intra-op threads), and the better of the two is reported per workload.
-# Every -rss workload runs in a process of its own.
+# intra-op threads); PyTorch also a third time with 1 intra-op thread and
+# OpenBLAS's 2 (TORCH_THREADS=1), since Debian's torch pairs 2 spinning
+# OpenMP threads with 2 OpenBLAS threads on our 2 cores.  The best run is
+# reported per workload.  Every -rss workload runs in a process of its own.
+#
+# Run it on an otherwise idle machine: a second process on one of the two
+# cores halves every 2-thread number (and makes PyTorch's OpenMP threads
+# crawl).  Before each program it waits up to IDLE_WAIT seconds (default 30)
+# for idle CPUs, and flags (†) the results of any program during which other
+# processes took more than a tenth of a core.
 #
 # Environment: BUILD_DIR (default build-release), OURS_BIN (default
 # $BUILD_DIR/bench/bench), PYTHON (default /usr/bin/python3, Debian's: the
-# pyenv python3 on PATH has no torch).
+# pyenv python3 on PATH has no torch), IDLE_WAIT.
 set -u
 cd "$(dirname "$0")/.." || exit 1
 
 QUICK=0
-for arg in "$@"; do
-    case "$arg" in
+ROUNDS=
+while [ $# -gt 0 ]; do
+    case "$1" in
         --quick) QUICK=1 ;;
-        -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
-        *) echo "run.sh: unknown argument '$arg' (try --help)" >&2; exit 2 ;;
+        --rounds) ROUNDS=${2:-}; shift ;;
+        --rounds=*) ROUNDS=${1#--rounds=} ;;
+        -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"
+                   exit 0 ;;
+        *) echo "run.sh: unknown argument '$1' (try --help)" >&2; exit 2 ;;
     esac
+    shift
 done
+[ -n "$ROUNDS" ] || { [ "$QUICK" = 1 ] && ROUNDS=1 || ROUNDS=2; }
+case "$ROUNDS" in
+    '' | *[!0-9]* | 0) echo "run.sh: --rounds wants a positive integer" >&2; exit 2 ;;
+esac
 
 PY=${PYTHON:-/usr/bin/python3}
 BUILD=${BUILD_DIR:-build-release}
 OURS_BIN=${OURS_BIN:-$BUILD/bench/bench}
 PEER_ENV=(env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE)
 OB1=(OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=2)
+T1=(TORCH_THREADS=1)
 TIMING=(W1-f32 W1-f64 W2-f32 W3 W4-1024 W4-2048)
 QFLAG=()
 [ "$QUICK" = 1 ] && QFLAG=(--quick)
@@ -47,10 +68,6 @@ log() { printf '[run.sh %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 load1() { cut -d' ' -f1 /proc/loadavg; }
 
 START_LOAD=$(load1)
-if awk -v l="$START_LOAD" 'BEGIN { exit !(l > 0.5) }'; then
-    log "WARNING: load average is $START_LOAD: something else is running;" \
-        "multi-threaded peers (and we) suffer badly from shared cores"
-fi
 
 # ---- (a) our release build --------------------------------------------------
 OURS_NOTE=""
@@ -66,6 +83,7 @@ mkdir -p "$BUILD/bench-logs"
 LOGS=$BUILD/bench-logs
 RAW=$LOGS/raw.txt
 : > "$RAW"
+rm -f "$LOGS"/*.log "$LOGS"/*.out "$LOGS/busy.txt"
 
 # ---- (b) the OpenBLAS gemm reference ---------------------------------------
 GEMM=$BUILD/gemm_openblas
@@ -73,55 +91,113 @@ log "cc -O2 bench/gemm_openblas.c -> $GEMM"
 cc -O2 -std=c11 -Wall bench/gemm_openblas.c -o "$GEMM" -lopenblas >&2 \
     || { log "gemm_openblas: compile failed"; GEMM=""; }
 
+# Our machines are shared: before each program wait (up to IDLE_WAIT seconds)
+# for the CPUs to be idle, and afterwards compare the CPU time the whole
+# machine spent during the run with what our child used; if other processes
+# took more than a tenth of a core, its RESULT lines are flagged (a † in the
+# table).
+IDLE_WAIT=${IDLE_WAIT:-30}
+HZ=$(getconf CLK_TCK)
+busy_ticks() { awk '/^cpu /{ print $2 + $3 + $4 + $7 + $8 + $9 }' /proc/stat; }
+idle_pct() { # idle percentage of all CPUs over the next second
+    local a b
+    a=($(awk '/^cpu /{ print $2 + $3 + $4 + $7 + $8 + $9, $5 + $6 }' /proc/stat))
+    sleep 1
+    b=($(awk '/^cpu /{ print $2 + $3 + $4 + $7 + $8 + $9, $5 + $6 }' /proc/stat))
+    echo $(( 100 * (b[1] - a[1]) / (b[0] - a[0] + b[1] - a[1] + 1) ))
+}
+wait_idle() {
+    local t0=$SECONDS
+    while [ $((SECONDS - t0)) -lt "$IDLE_WAIT" ]; do
+        [ "$(idle_pct)" -ge 90 ] && return 0
+    done
+    [ "$IDLE_WAIT" -gt 0 ] && log "CPUs still busy after ${IDLE_WAIT}s of waiting; going on"
+    return 0
+}
+child_cpu() { # CHILD_CPU = CPU seconds used so far by this shell's children
+    times > "$LOGS/.times"  # (not in a $(...) subshell: it has no children)
+    CHILD_CPU=$(awk 'NR == 2 { split($1, u, "m"); split($2, s, "m");
+                               print u[1] * 60 + u[2] + s[1] * 60 + s[2] }' "$LOGS/.times")
+}
+
 # run <variant> <logname> command...: keeps its RESULT lines, tagged with the
-# variant, in $RAW; everything else goes to $LOGS/<logname>.log.
+# variant (and a * when the machine was busy), in $RAW; everything else goes
+# to $LOGS/<logname>.log.
 run() {
-    local variant=$1 name=$2 status
+    local variant=$1 name=$2 status b0 c0 t0 b1 c1 t1 others
     shift 2
+    wait_idle
     log "$name: $*"
+    child_cpu; c0=$CHILD_CPU b0=$(busy_ticks) t0=$(date +%s.%N)
     "$@" > "$LOGS/$name.out" 2> "$LOGS/$name.log"
     status=$?
+    b1=$(busy_ticks) t1=$(date +%s.%N); child_cpu; c1=$CHILD_CPU
     [ $status -ne 0 ] && log "$name: exit status $status (see $LOGS/$name.log)"
+    others=$(awk -v b="$((b1 - b0))" -v hz="$HZ" -v c0="$c0" -v c1="$c1" \
+                 -v t0="$t0" -v t1="$t1" \
+             'BEGIN { o = (b / hz - (c1 - c0)) / (t1 - t0); printf "%.2f", o < 0 ? 0 : o }')
+    if awk -v o="$others" 'BEGIN { exit !(o > 0.1) }'; then
+        log "$name: other processes used $others of a core meanwhile: flagged"
+        echo "$name: other processes used $others of a core" >> "$LOGS/busy.txt"
+        variant="$variant*"
+    fi
     grep '^RESULT ' "$LOGS/$name.out" | sed "s/^/$variant /" | tee -a "$RAW" >&2
     return 0
 }
 
 # ---- (c) ours, then the peers ---------------------------------------------
+OURS_OK=1
 if [ -n "$OURS_NOTE" ] || [ ! -x "$OURS_BIN" ]; then
     echo "ours: not built${OURS_NOTE:+ ($OURS_NOTE)}"
     OURS_NOTE=${OURS_NOTE:-not built}
-else
-    run - ours "$OURS_BIN"
-    run - ours-W1-rss "$OURS_BIN" W1-f32-rss
-    run - ours-W2-rss "$OURS_BIN" W2-f32-rss
+    OURS_OK=0
 fi
-
-if [ -n "$GEMM" ]; then
-    if [ "$QUICK" = 1 ]; then
-        run - openblas "${PEER_ENV[@]}" "$GEMM" --reps 2
-    else
-        run - openblas "${PEER_ENV[@]}" "$GEMM"
-    fi
-fi
-
-run asis torch "${PEER_ENV[@]}" "$PY" bench/peers/torch_peer.py "${QFLAG[@]}" "${TIMING[@]}"
-[ "$QUICK" = 1 ] || run ob1 torch-ob1 "${PEER_ENV[@]}" "${OB1[@]}" "$PY" bench/peers/torch_peer.py "${QFLAG[@]}" "${TIMING[@]}"
-for w in W1-f32-rss W2-f32-rss; do
-    run asis "torch-$w" "${PEER_ENV[@]}" "$PY" bench/peers/torch_peer.py "$w"
-    [ "$QUICK" = 1 ] || run ob1 "torch-ob1-$w" "${PEER_ENV[@]}" "${OB1[@]}" \
-        "$PY" bench/peers/torch_peer.py "$w"
-done
-
 if [ "$QUICK" = 1 ]; then
     NP=(W1-f32 W1-f64 W2-f32)
     NP_RSS=(W1-f32-rss W2-f32-rss)
 else
     NP=(PE-W1-f64 PE-W1-f32 W1-f32 W1-f64 W2-f32)
-    NP_RSS=(PE-W1-f64-rss W1-f32-rss W2-f32-rss)
+    NP_RSS=(PE-W1-f32-rss W1-f32-rss W2-f32-rss)
 fi
-run asis numpy "${PEER_ENV[@]}" "$PY" bench/peers/numpy_peer.py "${NP[@]}"
-[ "$QUICK" = 1 ] || run ob1 numpy-ob1 "${PEER_ENV[@]}" "${OB1[@]}" \
-    "$PY" bench/peers/numpy_peer.py "${NP[@]}"
+
+# Timing: ROUNDS rounds of everything (ours included), best per program and
+# workload kept: the 2-thread numbers of every program here swing by up to
+# a third from one process to the next (the host's placement of our two
+# vCPUs, it seems), so one sample each would mostly measure luck.
+for ((r = 1; r <= ROUNDS; r++)); do
+    log "round $r of $ROUNDS"
+    [ "$OURS_OK" = 1 ] && run - "ours-r$r" "$OURS_BIN"
+    if [ -n "$GEMM" ]; then
+        if [ "$QUICK" = 1 ]; then
+            run - "openblas-r$r" "${PEER_ENV[@]}" "$GEMM" --reps 2
+        else
+            run - "openblas-r$r" "${PEER_ENV[@]}" "$GEMM"
+        fi
+    fi
+    run asis "torch-r$r" "${PEER_ENV[@]}" "$PY" bench/peers/torch_peer.py "${QFLAG[@]}" "${TIMING[@]}"
+    if [ "$QUICK" = 0 ]; then
+        run ob1 "torch-ob1-r$r" "${PEER_ENV[@]}" "${OB1[@]}" \
+            "$PY" bench/peers/torch_peer.py "${TIMING[@]}"
+        run t1 "torch-t1-r$r" "${PEER_ENV[@]}" "${T1[@]}" \
+            "$PY" bench/peers/torch_peer.py "${TIMING[@]}"
+    fi
+    run asis "numpy-r$r" "${PEER_ENV[@]}" "$PY" bench/peers/numpy_peer.py "${NP[@]}"
+    [ "$QUICK" = 1 ] || run ob1 "numpy-ob1-r$r" "${PEER_ENV[@]}" "${OB1[@]}" \
+        "$PY" bench/peers/numpy_peer.py "${NP[@]}"
+done
+
+# Peak RSS: once, each workload in a process of its own.
+if [ "$OURS_OK" = 1 ]; then
+    run - ours-W1-f32-rss "$OURS_BIN" W1-f32-rss
+    run - ours-W2-f32-rss "$OURS_BIN" W2-f32-rss
+fi
+for w in W1-f32-rss W2-f32-rss; do
+    run asis "torch-$w" "${PEER_ENV[@]}" "$PY" bench/peers/torch_peer.py "$w"
+    [ "$QUICK" = 1 ] || run ob1 "torch-ob1-$w" "${PEER_ENV[@]}" "${OB1[@]}" \
+        "$PY" bench/peers/torch_peer.py "$w"
+    [ "$QUICK" = 1 ] || run t1 "torch-t1-$w" "${PEER_ENV[@]}" "${T1[@]}" \
+        "$PY" bench/peers/torch_peer.py "$w"
+done
 for w in "${NP_RSS[@]}"; do
     run asis "numpy-$w" "${PEER_ENV[@]}" "$PY" bench/peers/numpy_peer.py "$w"
 done
@@ -141,11 +217,11 @@ NUMPY_V=$("$PY" -c 'import numpy; print(numpy.__version__)' 2>/dev/null)
 
 OUT=bench/results.md
 RUN_DATE=$(date '+%Y-%m-%d %H:%M:%S %Z') CPU="$CPU" SIMD="$SIMD" NCPU=$(nproc) \
-QUICK=$QUICK OURS_NOTE="$OURS_NOTE" TORCH_V="$TORCH_V" NUMPY_V="$NUMPY_V" \
+QUICK=$QUICK ROUNDS=$ROUNDS OURS_NOTE="$OURS_NOTE" TORCH_V="$TORCH_V" NUMPY_V="$NUMPY_V" \
 START_LOAD="$START_LOAD" END_LOAD="$END_LOAD" \
 CALLER_CORETYPE="${OPENBLAS_CORETYPE-<unset>}" CALLER_L2="${OPENBLAS_L2_SIZE-<unset>}" \
 COMMIT=$(git rev-parse --short HEAD 2>/dev/null; git diff --quiet HEAD 2>/dev/null || echo "+dirty") \
-"$PY" - "$RAW" > "$OUT" <<'EOF'
+"$PY" - "$RAW" "$LOGS" > "$OUT" <<'EOF'
 import os, sys
 
 WORK = ["W1-f32", "W1-f64", "W2-f32", "W3", "W4-1024-fwd", "W4-1024-bwd",
@@ -179,14 +255,15 @@ print("# Benchmark results" + (" (--quick smoke run: not for quoting)" if e["QUI
 print()
 print(f"- date: {e['RUN_DATE']}, commit {e['COMMIT'].replace(chr(10), '')}")
 print(f"- CPU: {e['CPU']}, {e['NCPU']} logical CPUs,{e['SIMD']}")
-print(f"- load average (1 min) at start {e['START_LOAD']}, at end {e['END_LOAD']}"
-      + (" (busy machine: numbers unreliable)" if float(e['START_LOAD']) > 0.5 else ""))
+print(f"- timings: best of {e['ROUNDS']} round(s) of every program (and, for the peers,"
+      " of their thread variants below); peak RSS: one process per workload")
+print(f"- load average (1 min) at start {e['START_LOAD']}, at end {e['END_LOAD']}")
 print(f"- ours: build-release (meson --buildtype=release), its own thread settings"
       + (f"; {e['OURS_NOTE']}" if e["OURS_NOTE"] else ""))
-print(f"- torch {e['TORCH_V']}: torch.set_num_threads(2) (OpenMP), OpenBLAS as BLAS;"
-      " run as is (OpenBLAS 2 threads) and with OPENBLAS_NUM_THREADS=1, better kept"
-      " (`¹` marks the single-threaded-OpenBLAS run)")
-print(f"- numpy {e['NUMPY_V']}: OpenBLAS, same two runs, better kept;"
+print(f"- torch {e['TORCH_V']}: OpenMP intra-op threads, OpenBLAS as BLAS; best of three runs:"
+      " set_num_threads(2) with OpenBLAS's 2 threads (as is), set_num_threads(2) with"
+      " OPENBLAS_NUM_THREADS=1 (marked ¹), set_num_threads(1) with OpenBLAS's 2 threads (marked ²)")
+print(f"- numpy {e['NUMPY_V']}: OpenBLAS, as is and with OPENBLAS_NUM_THREADS=1 (¹), better kept;"
       " numpy-perexample = Nielsen's network.py (f64 as published, and f32)")
 print("- openblas: cblas_sgemm, 2 threads (openblas_set_num_threads)")
 print(f"- peers ran with OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset (caller had"
@@ -201,7 +278,7 @@ for work in WORK:
     units = {best[k][1] for k in best if k[1] == work}
     row = [work, "/".join(sorted(units)) or "-"]
     ours = best.get(("ours", work))
-    row.append(fmt(ours[0]) if ours else "-")
+    row.append((fmt(ours[0]) + ("†" if ours[2].endswith("*") else "")) if ours else "-")
     peer_vals = []
     for p in PEERS:
         r = best.get((p, work))
@@ -209,7 +286,8 @@ for work in WORK:
             row.append("-")
             continue
         peer_vals.append((r[0], p))
-        row.append(fmt(r[0]) + ("¹" if r[2] == "ob1" else ""))
+        row.append(fmt(r[0]) + {"ob1": "¹", "t1": "²"}.get(r[2].rstrip("*"), "")
+                   + ("†" if r[2].endswith("*") else ""))
     if ours and ours[0] > 0 and peer_vals:
         bv, bp = (min if rss else max)(peer_vals)
         ratio = (bv / ours[0]) if rss else (ours[0] / bv)
@@ -217,6 +295,28 @@ for work in WORK:
     else:
         row.append("-")
     print("| " + " | ".join(row) + " |")
+
+busy = os.path.join(sys.argv[2], "busy.txt")
+if os.path.exists(busy):
+    print()
+    print("† measured while other processes were using the CPUs (not idle enough to trust):")
+    print()
+    for line in open(busy):
+        print(f"- {line.strip()}")
+
+# what each peer process reported about its threads and OpenBLAS kernel
+notes = []
+for name in sorted(os.listdir(sys.argv[2])):
+    if name.endswith(".log"):
+        for line in open(os.path.join(sys.argv[2], name)):
+            if line.startswith("# ") and line[2:].strip() not in notes:
+                notes.append(line[2:].strip())
+if notes:
+    print()
+    print("Peer processes reported:")
+    print()
+    for n in notes:
+        print(f"- {n}")
 EOF
 
 echo

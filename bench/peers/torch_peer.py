@@ -15,12 +15,17 @@ Workloads (default: all timing workloads, i.e. everything but the -rss ones):
                            give it alone, so the process holds nothing else
 
 Each measurement is printed as `RESULT torch <workload> <value> <unit>`.
-Plain tensor code in the way a PyTorch user writes it (F.linear, autograd,
-manual SGD under no_grad, grads reset to None as zero_grad() does by default
-since 2.0); the data are synthetic, seeded and built before timing.
+Like our bench, W1 and W2 train one untimed warm-up epoch, then time one
+epoch (a fresh shuffle each).  Plain tensor code in the way a PyTorch user
+writes it (F.linear, autograd, manual SGD under no_grad, grads reset to None
+as zero_grad() does by default since 2.0); the data are synthetic, seeded
+and built before timing.  TORCH_THREADS (default 2) sets the intra-op
+thread count.
 
 Always run it with Debian's /usr/bin/python3 (the one that has torch).
 """
+import ctypes
+import os
 import resource
 import sys
 import time
@@ -31,6 +36,17 @@ import torch.nn.functional as F
 WHO = "torch"
 N_TRAIN = 60000
 N_IN = 784
+
+
+def openblas_info():
+    """Which OpenBLAS kernel and thread count this process got (stderr)."""
+    try:
+        lib = ctypes.CDLL("libopenblas.so.0")  # the copy torch already loaded
+        lib.openblas_get_corename.restype = ctypes.c_char_p
+        return (f"OpenBLAS core {lib.openblas_get_corename().decode()}, "
+                f"{lib.openblas_get_num_threads()} threads")
+    except (OSError, AttributeError):
+        return "OpenBLAS not found"
 
 
 def result(workload, value, unit):
@@ -52,6 +68,14 @@ def init_layer(n_in, n_out, dtype, g):
     return w, b
 
 
+def timed_epoch(epoch):
+    """A warm-up epoch, then the timed one (as our bench does): returns ex/s."""
+    epoch()
+    t0 = time.perf_counter()
+    epoch()
+    return N_TRAIN / (time.perf_counter() - t0)
+
+
 def sgd_step(params, lr):
     with torch.no_grad():
         for p in params:
@@ -68,19 +92,19 @@ def w1(dtype):
     params = [w1_, b1, w2_, b2]
     batch, lr = 10, 3.0
 
-    t0 = time.perf_counter()
-    perm = torch.randperm(N_TRAIN, generator=g)
-    for k in range(0, N_TRAIN, batch):
-        idx = perm[k:k + batch]
-        xb, yb = x[idx], y[idx]
-        a1 = torch.sigmoid(F.linear(xb, w1_, b1))
-        a2 = torch.sigmoid(F.linear(a1, w2_, b2))
-        loss = ((a2 - yb) ** 2).sum() / (2 * xb.shape[0])
-        loss.backward()
-        sgd_step(params, lr)
-    secs = time.perf_counter() - t0
-    assert torch.isfinite(loss).item()
-    return N_TRAIN / secs
+    def epoch():
+        perm = torch.randperm(N_TRAIN, generator=g)
+        for k in range(0, N_TRAIN, batch):
+            idx = perm[k:k + batch]
+            xb, yb = x[idx], y[idx]
+            a1 = torch.sigmoid(F.linear(xb, w1_, b1))
+            a2 = torch.sigmoid(F.linear(a1, w2_, b2))
+            loss = ((a2 - yb) ** 2).sum() / (2 * xb.shape[0])
+            loss.backward()
+            sgd_step(params, lr)
+        assert torch.isfinite(loss).item()
+
+    return timed_epoch(epoch)
 
 
 def w2():
@@ -93,20 +117,20 @@ def w2():
     (wa, ba), (wb, bb), (wc, bc) = layers
     batch, lr = 128, 0.01
 
-    t0 = time.perf_counter()
-    perm = torch.randperm(N_TRAIN, generator=g)
-    for k in range(0, N_TRAIN, batch):  # last partial batch (96) included
-        idx = perm[k:k + batch]
-        xb, yb = x[idx], labels[idx]
-        h = torch.relu(F.linear(xb, wa, ba))
-        h = torch.relu(F.linear(h, wb, bb))
-        logits = F.linear(h, wc, bc)
-        loss = F.cross_entropy(logits, yb)
-        loss.backward()
-        sgd_step(params, lr)
-    secs = time.perf_counter() - t0
-    assert torch.isfinite(loss).item()
-    return N_TRAIN / secs
+    def epoch():
+        perm = torch.randperm(N_TRAIN, generator=g)
+        for k in range(0, N_TRAIN, batch):  # last partial batch (96) included
+            idx = perm[k:k + batch]
+            xb, yb = x[idx], labels[idx]
+            h = torch.relu(F.linear(xb, wa, ba))
+            h = torch.relu(F.linear(h, wb, bb))
+            logits = F.linear(h, wc, bc)
+            loss = F.cross_entropy(logits, yb)
+            loss.backward()
+            sgd_step(params, lr)
+        assert torch.isfinite(loss).item()
+
+    return timed_epoch(epoch)
 
 
 def w3(reps):
@@ -142,6 +166,8 @@ def w3(reps):
             x = [neuron(w, b, x, not last) for (w, b) in layer]
         return x[0]
 
+    # 156 * 644 + 1 = 100,465 op results, which is exactly the number of
+    # autograd nodes in the loss's graph (checked by walking grad_fn).
     nodes = n_samples * 644 + 1
     best = float("inf")
     for _ in range(reps):
@@ -192,10 +218,14 @@ def main(argv):
     bad = [w for w in work if w not in ALL + RSS]
     if bad:
         sys.exit(f"torch_peer: unknown workload(s) {bad}; known: {ALL + RSS}")
-    torch.set_num_threads(2)
+    # 2 intra-op threads (the machine's cores); TORCH_THREADS overrides it so
+    # that run.sh can also try 1 (torch's OpenMP threads and OpenBLAS's own
+    # pthreads then do not compete for the two cores).
+    torch.set_num_threads(int(os.environ.get("TORCH_THREADS", "2")))
     reps = 2 if quick else 5
-    print(f"# torch {torch.__version__}, {torch.get_num_threads()} intra-op threads, "
-          f"{torch.get_num_interop_threads()} inter-op threads", file=sys.stderr)
+    print(f"# torch {torch.__version__}: {torch.get_num_threads()} intra-op threads, "
+          f"{torch.get_num_interop_threads()} inter-op threads; {openblas_info()}",
+          file=sys.stderr)
     for w in work:
         if w == "W1-f32":
             result(w, w1(torch.float32), "ex/s")
