@@ -7,21 +7,9 @@
 #include <string.h>
 
 #include "autograd.h"
-#include "testalloc.h"
+#include "alloc_suite.h"
 
-static test_alloc ta;
-
-static void setup(void) { test_alloc_install(&ta, 0); }
-static void teardown(void) { test_alloc_remove(); }
-
-TestSuite(errors, .init = setup, .fini = teardown);
-
-/* Criterion ignores assertions in .fini, so each test ends with this. */
-static void assert_all_freed(void)
-{
-    cr_assert_eq(ta.live_bytes, 0, "%zu bytes leaked", ta.live_bytes);
-    cr_assert_eq(ta.allocs, ta.frees, "%zu allocations, %zu frees", ta.allocs, ta.frees);
-}
+ALLOC_SUITE(errors)
 
 static ag_tensor *filled(ag_dtype dt, const size_t *shape, size_t rank, const double *v)
 {
