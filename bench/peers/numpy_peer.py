@@ -32,7 +32,6 @@ only the first 10,000 examples of its epoch (a sixth of the mini-batches)
 and reports 10,000 / seconds: the work per example is the same in every
 mini batch, so the rate equals the full epoch's.
 """
-import ctypes
 import random
 import resource
 import sys
@@ -40,24 +39,7 @@ import time
 
 import numpy as np
 
-N_TRAIN = 60000
-N_IN = 784
-
-
-def openblas_info():
-    """Which OpenBLAS kernel and thread count this process got (stderr)."""
-    try:
-        lib = ctypes.CDLL("libopenblas.so.0")  # the copy numpy already loaded
-        lib.openblas_get_corename.restype = ctypes.c_char_p
-        return (f"OpenBLAS core {lib.openblas_get_corename().decode()}, "
-                f"{lib.openblas_get_num_threads()} threads")
-    except (OSError, AttributeError):
-        return "OpenBLAS not found"
-
-
-def result(who, workload, value, unit):
-    print(f"RESULT {who} {workload} {value:.6g} {unit}", flush=True)
-
+from peer_common import N_IN, N_TRAIN, openblas_info, result, timed_epoch
 
 def make_data(dtype, seed=1):
     rng = np.random.default_rng(seed)
@@ -173,14 +155,6 @@ def perexample_w1(dtype, limit=None):
 # ---------------------------------------------------------------------------
 # the same, vectorised per mini batch (rows = examples)
 # ---------------------------------------------------------------------------
-
-def timed_epoch(epoch):
-    """A warm-up epoch, then the timed one (as our bench does): returns ex/s."""
-    epoch()
-    t0 = time.perf_counter()
-    epoch()
-    return N_TRAIN / (time.perf_counter() - t0)
-
 
 def batch_w1(dtype):
     """784-30-10 sigmoid, C = sum ||a-y||^2 / (2 batch), SGD 10, lr 3."""

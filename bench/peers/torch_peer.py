@@ -24,7 +24,6 @@ thread count.
 
 Always run it with Debian's /usr/bin/python3 (the one that has torch).
 """
-import ctypes
 import os
 import resource
 import sys
@@ -33,24 +32,14 @@ import time
 import torch
 import torch.nn.functional as F
 
+from peer_common import N_IN, N_TRAIN, openblas_info, timed_epoch
+from peer_common import result as peer_result
+
 WHO = "torch"
-N_TRAIN = 60000
-N_IN = 784
-
-
-def openblas_info():
-    """Which OpenBLAS kernel and thread count this process got (stderr)."""
-    try:
-        lib = ctypes.CDLL("libopenblas.so.0")  # the copy torch already loaded
-        lib.openblas_get_corename.restype = ctypes.c_char_p
-        return (f"OpenBLAS core {lib.openblas_get_corename().decode()}, "
-                f"{lib.openblas_get_num_threads()} threads")
-    except (OSError, AttributeError):
-        return "OpenBLAS not found"
 
 
 def result(workload, value, unit):
-    print(f"RESULT {WHO} {workload} {value:.6g} {unit}", flush=True)
+    peer_result(WHO, workload, value, unit)
 
 
 def make_data(dtype, seed=1):
@@ -66,14 +55,6 @@ def init_layer(n_in, n_out, dtype, g):
     w = (torch.randn(n_out, n_in, generator=g, dtype=dtype) / n_in ** 0.5).requires_grad_()
     b = torch.randn(n_out, generator=g, dtype=dtype).requires_grad_()
     return w, b
-
-
-def timed_epoch(epoch):
-    """A warm-up epoch, then the timed one (as our bench does): returns ex/s."""
-    epoch()
-    t0 = time.perf_counter()
-    epoch()
-    return N_TRAIN / (time.perf_counter() - t0)
 
 
 def sgd_step(params, lr):
