@@ -1,5 +1,5 @@
 /* bench: our side of the benchmark table (bench/run.sh adds the peers).
- *   bench [WORKLOAD...]     default: all
+ *   bench [--threads N] [WORKLOAD...]     default: all, one thread per CPU
  * Prints one line per measurement: RESULT ours <workload> <value> <unit>.
  *   W1-f32, W1-f64  Nielsen's 784-30-10 sigmoid net, quadratic cost, SGD batch 10,
  *                   one shuffled epoch of 60,000 examples           (examples/s)
@@ -30,6 +30,16 @@ static void die(const char *what, const char *msg)
 {
     fprintf(stderr, "bench: %s: %s\n", what, msg);
     exit(1);
+}
+
+static size_t threads; /* --threads: 0 = the tape's default */
+
+static ag_tape *new_tape(void)
+{
+    ag_tape *t = ag_tape_new();
+    if (t && threads)
+        ag_tape_set_threads(t, threads);
+    return t;
 }
 
 static void result(const char *workload, double value, const char *unit)
@@ -96,7 +106,7 @@ static void run_mlp(const mlp_workload *w, bool rss)
     nn_mlp *net = NULL;
     nn_optim *opt = NULL;
     nn_batches *it = NULL;
-    ag_tape *t = ag_tape_new();
+    ag_tape *t = new_tape();
     size_t n;
     if (!bx || !by || !t || nn_mlp_new(&spec, &net, &err))
         die(w->name, err.msg[0] ? err.msg : "out of memory");
@@ -194,7 +204,7 @@ static void run_scalar(void)
 {
     static scalar_net s;
     scalar_net_init(&s);
-    ag_tape *t = ag_tape_new();
+    ag_tape *t = new_tape();
     double best = 1e30;
     size_t nodes = 0;
     for (int rep = 0; rep < 6; rep++) {
@@ -224,7 +234,7 @@ static void run_gemm(size_t n)
     ag_tensor *a = ag_rand_normal(AG_F32, AG_SHAPE(n, n), 0, 1, &rng);
     ag_tensor *b = ag_rand_normal(AG_F32, AG_SHAPE(n, n), 0, 1, &rng);
     ag_tensor *seed = ag_ones(AG_F32, AG_SHAPE(n, n));
-    ag_tape *t = ag_tape_new();
+    ag_tape *t = new_tape();
     if (!a || !b || !seed || !t || ag_set_requires_grad(a, true) || ag_set_requires_grad(b, true))
         die("W4", "out of memory");
     double fwd = 1e30, bwd = 1e30, flops = 2.0 * (double)n * (double)n * (double)n;
@@ -256,7 +266,7 @@ static void run_gemm(size_t n)
 
 static bool wanted(int argc, char **argv, const char *name)
 {
-    if (argc < 2)
+    if (argc < 2 || (argc == 3 && strcmp(argv[1], "--threads") == 0))
         return strstr(name, "-rss") == NULL; /* rss runs only when asked */
     for (int i = 1; i < argc; i++)
         if (strcmp(argv[i], name) == 0)
@@ -266,6 +276,12 @@ static bool wanted(int argc, char **argv, const char *name)
 
 int main(int argc, char **argv)
 {
+    if (argc >= 3 && strcmp(argv[1], "--threads") == 0) {
+        char *end;
+        threads = strtoul(argv[2], &end, 10);
+        if (*end || threads == 0)
+            die("--threads", "wants a positive integer");
+    }
     if (wanted(argc, argv, "W1-f32")) run_mlp(&W1_F32, false);
     if (wanted(argc, argv, "W1-f64")) run_mlp(&W1_F64, false);
     if (wanted(argc, argv, "W2-f32")) run_mlp(&W2_F32, false);
