@@ -13,8 +13,15 @@
 
 enum { SPIN = 20000 }; /* polls before sleeping: some tens of microseconds */
 
-static void relax(void)
+/* One poll of a spin. Every 256th gives the CPU away, so that spinning
+ * threads do not starve the one they wait for when there are more threads
+ * than CPUs (a cgroup quota, a busy machine). */
+static void relax(int i)
 {
+    if (i % 256 == 255) {
+        thrd_yield();
+        return;
+    }
 #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
     __builtin_ia32_pause();
 #endif
@@ -53,7 +60,7 @@ static int worker(void *arg)
     uint64_t seen = 0;
     for (;;) {
         for (int i = 0; i < SPIN && atomic_load(&p->job) == seen && !atomic_load(&p->quit); i++)
-            relax();
+            relax(i);
         mtx_lock(&p->mu);
         while (!atomic_load(&p->quit) && atomic_load(&p->job) == seen)
             cnd_wait(&p->work, &p->mu);
@@ -127,9 +134,43 @@ void ag__pool_run(ag_pool *p, size_t n_tasks, ag_task_fn fn, void *ctx)
     drain(p);
     mtx_unlock(&p->mu);
     for (int i = 0; i < SPIN && atomic_load(&p->finished) < n_tasks; i++)
-        relax();
+        relax(i);
     mtx_lock(&p->mu);
     while (atomic_load(&p->finished) < n_tasks)
         cnd_wait(&p->done, &p->mu);
     mtx_unlock(&p->mu);
+}
+
+/* ------------------------------------------------------------ ranges */
+
+/* Below this many elements an elementwise pass stays on the calling thread:
+ * it takes a few microseconds, about what handing out a job costs. */
+#define RANGE_PARALLEL_MIN ((size_t)1 << 14)
+enum { RANGE_ALIGN = 16 }; /* chunk edges on 64-byte lines for f32 */
+
+typedef struct {
+    ag_range_fn fn;
+    void *ctx;
+    size_t n, chunk;
+} range_job;
+
+static void range_task(void *ctx, size_t task)
+{
+    const range_job *j = ctx;
+    size_t lo = task * j->chunk, hi = lo + j->chunk < j->n ? lo + j->chunk : j->n;
+    j->fn(j->ctx, lo, hi);
+}
+
+void ag__parallel_range(ag_tape *t, size_t n, size_t work, ag_range_fn fn, void *ctx)
+{
+    ag_pool *pool = work >= RANGE_PARALLEL_MIN ? ag__tape_pool(t) : NULL;
+    size_t threads = ag__pool_threads(pool);
+    if (threads < 2 || n < 2 * RANGE_ALIGN) {
+        fn(ctx, 0, n);
+        return;
+    }
+    size_t chunk = (n + threads - 1) / threads;
+    chunk = (chunk + RANGE_ALIGN - 1) / RANGE_ALIGN * RANGE_ALIGN;
+    range_job j = {fn, ctx, n, chunk};
+    ag__pool_run(pool, (n + chunk - 1) / chunk, range_task, &j);
 }

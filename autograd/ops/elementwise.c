@@ -81,16 +81,18 @@ static void bcast_init(bcast *bc, const ag_tensor *a, const ag_tensor *b, const 
     }
 }
 
-/* Calls body(ia, ib, iy, count, step_a, step_b) for each run along the last
- * merged axis; the odometer walks the outer axes. */
-#define BCAST_FOR(bc, ...)                                                      \
+/* Runs body over the window [lo, hi) of the last merged axis, once per
+ * position of the outer axes: ia, ib, iy index the run's first element of
+ * a, b and the result, cnt is its length, sa_ and sb_ the inputs' steps
+ * along it. The odometer walks the outer axes. */
+#define BCAST_FOR(bc, lo, hi, ...)                                              \
     do {                                                                        \
-        size_t idx_[AG_MAX_RANK] = {0}, ia = 0, ib = 0, iy = 0;                 \
-        size_t last_ = (bc)->rank - 1, cnt = (bc)->n[last_];                    \
-        size_t sa_ = (bc)->sa[last_], sb_ = (bc)->sb[last_];                    \
+        size_t idx_[AG_MAX_RANK] = {0}, last_ = (bc)->rank - 1;                 \
+        size_t sa_ = (bc)->sa[last_], sb_ = (bc)->sb[last_], cnt = (hi) - (lo); \
+        size_t ia = (lo) * sa_, ib = (lo) * sb_, iy = (lo);                     \
         for (;;) {                                                              \
             __VA_ARGS__                                                         \
-            iy += cnt;                                                          \
+            iy += (bc)->n[last_];                                               \
             size_t d_ = last_;                                                  \
             while (d_-- > 0) {                                                  \
                 ia += (bc)->sa[d_];                                             \
@@ -111,9 +113,36 @@ static void bcast_init(bcast *bc, const ag_tensor *a, const ag_tensor *b, const 
 #define BINARY_ONE(op, T, x, z) \
     ((op) == AG_OP_ADD ? (x) + (z) : (op) == AG_OP_SUB ? (x) - (z) : (op) == AG_OP_MUL ? (x) * (z) : (x) / (z))
 
+/* A binary op's pass, cut along the last merged axis between threads. */
+typedef struct {
+    bcast bc;
+    const ag_record *r;
+    const void *gout;
+    void *ga, *gb;
+} binary_job;
+
+static void binary_forward_range(void *ctx, size_t lo, size_t hi)
+{
+    const binary_job *j = ctx;
+    ag_op op = j->r->op;
+    AG_DISPATCH(j->r->out->dtype, T, {
+        const T *A = j->r->in[0]->data, *B = j->r->in[1]->data;
+        T *Y = j->r->out->data;
+        BCAST_FOR(&j->bc, lo, hi, {
+            const T *pa = A + ia, *pb = B + ib;
+            T *py = Y + iy;
+            switch (op) {
+            case AG_OP_ADD: for (size_t i = 0; i < cnt; i++) py[i] = pa[i * sa_] + pb[i * sb_]; break;
+            case AG_OP_SUB: for (size_t i = 0; i < cnt; i++) py[i] = pa[i * sa_] - pb[i * sb_]; break;
+            case AG_OP_MUL: for (size_t i = 0; i < cnt; i++) py[i] = pa[i * sa_] * pb[i * sb_]; break;
+            default:        for (size_t i = 0; i < cnt; i++) py[i] = pa[i * sa_] / pb[i * sb_]; break;
+            }
+        });
+    });
+}
+
 ag_status ag__binary_forward(ag_tape *t, ag_record *r)
 {
-    (void)t;
     const ag_tensor *a = r->in[0], *b = r->in[1];
     ag_tensor *y = r->out;
     ag_op op = r->op;
@@ -125,28 +154,50 @@ ag_status ag__binary_forward(ag_tape *t, ag_record *r)
     }
     if (y->numel == 0)
         return AG_OK;
-    bcast bc;
-    bcast_init(&bc, a, b, y);
-    AG_DISPATCH(y->dtype, T, {
-        const T *A = a->data, *B = b->data;
-        T *Y = y->data;
-        BCAST_FOR(&bc, {
-            const T *pa = A + ia, *pb = B + ib;
-            T *py = Y + iy;
-            switch (op) {
-            case AG_OP_ADD: for (size_t i = 0; i < cnt; i++) py[i] = pa[i * sa_] + pb[i * sb_]; break;
-            case AG_OP_SUB: for (size_t i = 0; i < cnt; i++) py[i] = pa[i * sa_] - pb[i * sb_]; break;
-            case AG_OP_MUL: for (size_t i = 0; i < cnt; i++) py[i] = pa[i * sa_] * pb[i * sb_]; break;
-            default:        for (size_t i = 0; i < cnt; i++) py[i] = pa[i * sa_] / pb[i * sb_]; break;
-            }
-        });
-    });
+    binary_job j = {.r = r};
+    bcast_init(&j.bc, a, b, y);
+    ag__parallel_range(t, j.bc.n[j.bc.rank - 1], y->numel, binary_forward_range, &j);
     return AG_OK;
+}
+
+/* Adds the gradients of the window [lo, hi): a's, then b's, so that when a
+ * and b are one tensor each element still takes a's term first. */
+static void binary_backward_range(void *ctx, size_t lo, size_t hi)
+{
+    const binary_job *j = ctx;
+    ag_op op = j->r->op;
+    AG_DISPATCH(j->r->out->dtype, T, {
+        const T *A = j->r->in[0]->data, *B = j->r->in[1]->data, *G = j->gout;
+        T *GA = j->ga, *GB = j->gb;
+        if (GA)
+            BCAST_FOR(&j->bc, lo, hi, {
+                const T *pb = B + ib, *g = G + iy;
+                T *ga = GA + ia;
+                switch (op) {
+                case AG_OP_ADD:
+                case AG_OP_SUB: for (size_t i = 0; i < cnt; i++) ga[i * sa_] += g[i]; break;
+                case AG_OP_MUL: for (size_t i = 0; i < cnt; i++) ga[i * sa_] += g[i] * pb[i * sb_]; break;
+                default:        for (size_t i = 0; i < cnt; i++) ga[i * sa_] += g[i] / pb[i * sb_]; break;
+                }
+            });
+        if (GB)
+            BCAST_FOR(&j->bc, lo, hi, {
+                const T *pa = A + ia, *pb = B + ib, *g = G + iy;
+                T *gb = GB + ib;
+                switch (op) {
+                case AG_OP_ADD: for (size_t i = 0; i < cnt; i++) gb[i * sb_] += g[i]; break;
+                case AG_OP_SUB: for (size_t i = 0; i < cnt; i++) gb[i * sb_] -= g[i]; break;
+                case AG_OP_MUL: for (size_t i = 0; i < cnt; i++) gb[i * sb_] += g[i] * pa[i * sa_]; break;
+                default:
+                    for (size_t i = 0; i < cnt; i++)
+                        gb[i * sb_] -= g[i] * pa[i * sa_] / (pb[i * sb_] * pb[i * sb_]);
+                }
+            });
+    });
 }
 
 ag_status ag__binary_backward(ag_tape *t, const ag_record *r, const void *gout, void *gin[])
 {
-    (void)t;
     const ag_tensor *a = r->in[0], *b = r->in[1];
     ag_op op = r->op;
     if (r->out->numel == 1) {
@@ -162,27 +213,12 @@ ag_status ag__binary_backward(ag_tape *t, const ag_record *r, const void *gout, 
     }
     if (r->out->numel == 0)
         return AG_OK;
-    bcast bc;
-    bcast_init(&bc, a, b, r->out);
-    AG_DISPATCH(a->dtype, T, {
-        const T *A = a->data, *B = b->data, *G = gout;
-        T *GA = gin[0], *GB = gin[1];
-        BCAST_FOR(&bc, {
-            const T *pa = A + ia, *pb = B + ib, *g = G + iy;
-            T *ga = GA ? GA + ia : NULL, *gb = GB ? GB + ib : NULL;
-            for (size_t i = 0; i < cnt; i++) {
-                T x = pa[i * sa_], z = pb[i * sb_];
-                switch (op) {
-                case AG_OP_ADD: if (ga) ga[i * sa_] += g[i]; if (gb) gb[i * sb_] += g[i]; break;
-                case AG_OP_SUB: if (ga) ga[i * sa_] += g[i]; if (gb) gb[i * sb_] -= g[i]; break;
-                case AG_OP_MUL: if (ga) ga[i * sa_] += g[i] * z; if (gb) gb[i * sb_] += g[i] * x; break;
-                default:
-                    if (ga) ga[i * sa_] += g[i] / z;
-                    if (gb) gb[i * sb_] -= g[i] * x / (z * z);
-                }
-            }
-        });
-    });
+    binary_job j = {.r = r, .gout = gout, .ga = gin[0], .gb = gin[1]};
+    bcast_init(&j.bc, a, b, r->out);
+    size_t last = j.bc.rank - 1, n = j.bc.n[last];
+    /* an input broadcast along the last axis sums over it: one thread */
+    bool sums_last = (j.ga && j.bc.sa[last] == 0) || (j.gb && j.bc.sb[last] == 0);
+    ag__parallel_range(t, n, sums_last ? 0 : r->out->numel, binary_backward_range, &j);
     return AG_OK;
 }
 
@@ -190,14 +226,15 @@ ag_status ag__binary_backward(ag_tape *t, const ag_record *r, const void *gout, 
 
 #define SIGMOID(T, x) ((x) >= 0 ? (T)1 / ((T)1 + exp(-(x))) : exp(x) / ((T)1 + exp(x)))
 
-ag_status ag__unary_forward(ag_tape *t, ag_record *r)
+/* Elements [lo, hi) of a unary op's result. */
+static void unary_forward_range(void *ctx, size_t lo, size_t hi)
 {
-    (void)t;
-    size_t n = r->out->numel;
+    const ag_record *r = ctx;
+    size_t n = hi - lo;
     ag_op op = r->op;
     AG_DISPATCH(r->out->dtype, T, {
-        const T *x = r->in[0]->data;
-        T *y = r->out->data, c = (T)r->attr.scalar;
+        const T *x = (const T *)r->in[0]->data + lo;
+        T *y = (T *)r->out->data + lo, c = (T)r->attr.scalar;
         switch (op) {
         case AG_OP_NEG: for (size_t i = 0; i < n; i++) y[i] = -x[i]; break;
         case AG_OP_EXP: for (size_t i = 0; i < n; i++) y[i] = exp(x[i]); break;
@@ -216,17 +253,33 @@ ag_status ag__unary_forward(ag_tape *t, ag_record *r)
         default: for (size_t i = 0; i < n; i++) y[i] = c * x[i]; break; /* AG_OP_SCALE */
         }
     });
+}
+
+ag_status ag__unary_forward(ag_tape *t, ag_record *r)
+{
+    ag__parallel_range(t, r->out->numel, r->out->numel, unary_forward_range, r);
     return AG_OK;
 }
 
-ag_status ag__unary_backward(ag_tape *t, const ag_record *r, const void *gout, void *gin[])
+typedef struct {
+    const ag_record *r;
+    const void *gout;
+    void *gin;
+} unary_grad;
+
+/* Adds the gradient of elements [lo, hi). Each loop loads g[i] before it
+ * chooses, so the choice compiles to a select, not a branch: relu's masks
+ * are random and a branch would mispredict half the time. */
+static void unary_backward_range(void *ctx, size_t lo, size_t hi)
 {
-    (void)t;
-    size_t n = r->out->numel;
+    const unary_grad *u = ctx;
+    const ag_record *r = u->r;
+    size_t n = hi - lo;
     ag_op op = r->op;
     AG_DISPATCH(r->out->dtype, T, {
-        const T *x = r->in[0]->data, *y = r->out->data, *g = gout;
-        T *gx = gin[0], c = (T)r->attr.scalar;
+        const T *x = (const T *)r->in[0]->data + lo, *y = (const T *)r->out->data + lo;
+        const T *g = (const T *)u->gout + lo;
+        T *gx = (T *)u->gin + lo, c = (T)r->attr.scalar;
         switch (op) {
         case AG_OP_NEG: for (size_t i = 0; i < n; i++) gx[i] -= g[i]; break;
         case AG_OP_EXP: for (size_t i = 0; i < n; i++) gx[i] += g[i] * y[i]; break;
@@ -237,17 +290,36 @@ ag_status ag__unary_backward(ag_tape *t, const ag_record *r, const void *gout, v
                 for (size_t i = 0; i < n; i++) gx[i] += g[i] * c * pow(x[i], c - 1);
             break;
         case AG_OP_ABS:
-            for (size_t i = 0; i < n; i++) gx[i] += x[i] > 0 ? g[i] : x[i] < 0 ? -g[i] : 0;
+            for (size_t i = 0; i < n; i++) {
+                T gi = g[i];
+                gx[i] += x[i] > 0 ? gi : x[i] < 0 ? -gi : 0;
+            }
             break;
         case AG_OP_SIGMOID: for (size_t i = 0; i < n; i++) gx[i] += g[i] * y[i] * (1 - y[i]); break;
         case AG_OP_TANH: for (size_t i = 0; i < n; i++) gx[i] += g[i] * (1 - y[i] * y[i]); break;
-        case AG_OP_RELU: for (size_t i = 0; i < n; i++) gx[i] += x[i] > 0 ? g[i] : 0; break;
-        case AG_OP_LEAKY_RELU: for (size_t i = 0; i < n; i++) gx[i] += x[i] > 0 ? g[i] : c * g[i]; break;
+        case AG_OP_RELU:
+            for (size_t i = 0; i < n; i++) {
+                T gi = g[i];
+                gx[i] += x[i] > 0 ? gi : 0;
+            }
+            break;
+        case AG_OP_LEAKY_RELU:
+            for (size_t i = 0; i < n; i++) {
+                T gi = g[i];
+                gx[i] += x[i] > 0 ? gi : c * gi;
+            }
+            break;
         case AG_OP_SOFTPLUS: for (size_t i = 0; i < n; i++) gx[i] += g[i] * SIGMOID(T, x[i]); break;
         case AG_OP_ADD_SCALAR: for (size_t i = 0; i < n; i++) gx[i] += g[i]; break;
         default: for (size_t i = 0; i < n; i++) gx[i] += c * g[i]; break; /* AG_OP_SCALE */
         }
     });
+}
+
+ag_status ag__unary_backward(ag_tape *t, const ag_record *r, const void *gout, void *gin[])
+{
+    unary_grad u = {r, gout, gin[0]};
+    ag__parallel_range(t, r->out->numel, r->out->numel, unary_backward_range, &u);
     return AG_OK;
 }
 
