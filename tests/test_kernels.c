@@ -160,3 +160,107 @@ Test(gemm, default_threads_is_at_least_one)
     cr_assert_eq(ag_tape_threads(t), 1);
     ag_tape_free(t);
 }
+
+/* ------------------------------------------------------------ elementwise
+ * Passes over 60,000 elements are cut between threads: the results must be
+ * the plain loops' and the same bits for any thread count. */
+
+enum { ROWS = 300, COLS = 200 };
+
+/* L = Σ relu(x + b) · c for x [ROWS,COLS], b [COLS], c [ROWS,1]; returns
+ * the tape's values and gradients in out (y, then dx, db, dc). */
+static void bias_relu_scale(size_t threads, double *out)
+{
+    ag_rng rng;
+    ag_rng_seed(&rng, 5);
+    ag_tensor *x = ag_rand_normal(AG_F64, AG_SHAPE(ROWS, COLS), 0, 1, &rng);
+    ag_tensor *b = ag_rand_normal(AG_F64, AG_SHAPE(COLS), 0, 1, &rng);
+    ag_tensor *c = ag_rand_normal(AG_F64, AG_SHAPE(ROWS, 1), 0, 1, &rng);
+    cr_assert(x && b && c);
+    ag_set_requires_grad(x, true);
+    ag_set_requires_grad(b, true);
+    ag_set_requires_grad(c, true);
+    ag_tape *t = ag_tape_new();
+    ag_tape_set_threads(t, threads);
+    ag_tensor *y = ag_mul(t, ag_relu(t, ag_add(t, x, b)), c);
+    cr_assert_eq(ag_backward(t, ag_sum(t, y)), AG_OK, "%s", ag_tape_error(t));
+    size_t k = 0;
+    for (size_t i = 0; i < ROWS * COLS; i++) out[k++] = ag_get(y, i);
+    for (size_t i = 0; i < ROWS * COLS; i++) out[k++] = ag_get_grad(x, i);
+    for (size_t j = 0; j < COLS; j++) out[k++] = ag_get_grad(b, j);
+    for (size_t i = 0; i < ROWS; i++) out[k++] = ag_get_grad(c, i);
+
+    /* the same by plain loops */
+    for (size_t i = 0; i < ROWS; i++) {
+        double ci = ag_get(c, i), dc = 0;
+        for (size_t j = 0; j < COLS; j++) {
+            double z = ag_get(x, i * COLS + j) + ag_get(b, j), r = z > 0 ? z : 0;
+            cr_assert_eq(ag_get(y, i * COLS + j), r * ci);
+            cr_assert_eq(ag_get_grad(x, i * COLS + j), z > 0 ? ci : 0);
+            dc += r;
+        }
+        cr_assert(fabs(ag_get_grad(c, i) - dc) <= 1e-12 * (1 + fabs(dc)));
+    }
+    for (size_t j = 0; j < COLS; j++) {
+        double db = 0;
+        for (size_t i = 0; i < ROWS; i++)
+            db += ag_get(x, i * COLS + j) + ag_get(b, j) > 0 ? ag_get(c, i) : 0;
+        cr_assert(fabs(ag_get_grad(b, j) - db) <= 1e-12 * (1 + fabs(db)));
+    }
+    ag_tape_free(t);
+    ag_tensor_free(x);
+    ag_tensor_free(b);
+    ag_tensor_free(c);
+}
+
+Test(elementwise, large_broadcast_ops_match_plain_loops_for_1_2_and_3_threads)
+{
+    enum { N = 2 * ROWS * COLS + COLS + ROWS };
+    static double out[3][N];
+    for (size_t i = 0; i < 3; i++)
+        bias_relu_scale(i + 1, out[i]);
+    for (size_t i = 1; i < 3; i++)
+        cr_assert(memcmp(out[0], out[i], sizeof out[0]) == 0, "differs with %zu threads", i + 1);
+}
+
+typedef ag_tensor *(*unary_fn)(ag_tape *, ag_tensor *);
+
+static ag_tensor *leaky(ag_tape *t, ag_tensor *x) { return ag_leaky_relu(t, x, 0.1); }
+static ag_tensor *cube(ag_tape *t, ag_tensor *x) { return ag_pow(t, x, 3); }
+static ag_tensor *shift(ag_tape *t, ag_tensor *x) { return ag_add_scalar(t, x, 0.5); }
+static ag_tensor *halve(ag_tape *t, ag_tensor *x) { return ag_scale(t, x, 0.5); }
+static ag_tensor *sqrt_abs(ag_tape *t, ag_tensor *x) { return ag_sqrt(t, ag_abs(t, x)); }
+static ag_tensor *log_abs(ag_tape *t, ag_tensor *x) { return ag_log(t, ag_abs(t, x)); }
+static ag_tensor *x_over_x(ag_tape *t, ag_tensor *x) { return ag_div(t, x, ag_exp(t, x)); }
+static ag_tensor *x_minus_x(ag_tape *t, ag_tensor *x) { return ag_sub(t, ag_neg(t, x), ag_tanh(t, x)); }
+
+/* Σ f(x) and its gradient for x of ROWS·COLS f32 values; out: y then dx. */
+static void unary_with_threads(unary_fn f, size_t threads, float *out)
+{
+    ag_rng rng;
+    ag_rng_seed(&rng, 6);
+    ag_tensor *x = ag_rand_normal(AG_F32, AG_SHAPE(ROWS * COLS), 0, 2, &rng);
+    ag_set_requires_grad(x, true);
+    ag_tape *t = ag_tape_new();
+    ag_tape_set_threads(t, threads);
+    ag_tensor *y = f(t, x);
+    cr_assert_eq(ag_backward(t, ag_sum(t, y)), AG_OK, "%s", ag_tape_error(t));
+    memcpy(out, ag_data(y), ROWS * COLS * sizeof *out);
+    memcpy(out + ROWS * COLS, ag_grad(x), ROWS * COLS * sizeof *out);
+    ag_tape_free(t);
+    ag_tensor_free(x);
+}
+
+Test(elementwise, every_unary_op_gives_the_same_bits_for_1_2_and_3_threads)
+{
+    static const unary_fn ops[] = {ag_neg, ag_exp, ag_sigmoid, ag_tanh, ag_relu, ag_softplus,
+                                   leaky, cube, shift, halve, sqrt_abs, log_abs, x_over_x, x_minus_x};
+    static float out[3][2 * ROWS * COLS];
+    for (size_t o = 0; o < sizeof ops / sizeof *ops; o++) {
+        for (size_t i = 0; i < 3; i++)
+            unary_with_threads(ops[o], i + 1, out[i]);
+        for (size_t i = 1; i < 3; i++)
+            cr_assert(memcmp(out[0], out[i], sizeof out[0]) == 0, "op %zu differs with %zu threads",
+                      o, i + 1);
+    }
+}
