@@ -42,16 +42,17 @@ static void FN(micro_kernel)(size_t kc, const T *restrict pa, const T *restrict 
 }
 
 /* Packs A(i0:i0+mc, p0:p0+kc) into MR-row panels, zero-padding the last.
- * Full panels of a row-major A read MR row streams; of a transposed A
- * (rs == 1), MR contiguous elements per step. */
+ * A full panel of a row-major A reads MR rows side by side, so each store
+ * follows the one before; of a transposed A (rs == 1), MR contiguous
+ * elements per step. */
 static void FN(pack_a)(const gemm_op *A, size_t i0, size_t p0, size_t mc, size_t kc, T *pa)
 {
     const T *a = A->data;
     for (size_t ir = 0; ir < mc; ir += GEMM_MR, pa += GEMM_MR * kc) {
         const T *base = a + (i0 + ir) * A->rs + p0 * A->cs;
         if (ir + GEMM_MR <= mc && A->cs == 1) {
-            for (size_t r = 0; r < GEMM_MR; r++)
-                for (size_t p = 0; p < kc; p++)
+            for (size_t p = 0; p < kc; p++)
+                for (size_t r = 0; r < GEMM_MR; r++)
                     pa[p * GEMM_MR + r] = base[r * A->rs + p];
         } else if (ir + GEMM_MR <= mc && A->rs == 1) {
             for (size_t p = 0; p < kc; p++)
@@ -65,24 +66,30 @@ static void FN(pack_a)(const gemm_op *A, size_t i0, size_t p0, size_t mc, size_t
 }
 
 /* Packs B(p0:p0+kc, j0:j0+nc) into NR-column panels, zero-padding the last.
- * A full panel of a row-major B is NR contiguous elements per row; of a
- * transposed B, NR contiguous columns. */
+ * A row-major B is read row by row, each row's NR-wide pieces going to
+ * their panels: the reads stream through memory, where a panel at a time
+ * would touch a new cache line on every row. A transposed B gives NR
+ * contiguous columns per panel. */
 static void FN(pack_b)(const gemm_op *B, size_t p0, size_t j0, size_t kc, size_t nc, T *pb)
 {
     const T *b = B->data;
-    for (size_t jr = 0; jr < nc; jr += FN(NR), pb += FN(NR) * kc) {
+    size_t full = B->cs == 1 ? nc / FN(NR) * FN(NR) : 0; /* columns in full panels */
+    for (size_t p = 0; p < kc && full; p++) {
+        const T *row = b + (p0 + p) * B->rs + j0;
+        for (size_t jr = 0; jr < full; jr += FN(NR))
+            memcpy(pb + jr * kc + p * FN(NR), row + jr, FN(NR) * sizeof(T));
+    }
+    for (size_t jr = full; jr < nc; jr += FN(NR)) {
         const T *base = b + p0 * B->rs + (j0 + jr) * B->cs;
-        if (jr + FN(NR) <= nc && B->cs == 1) {
-            for (size_t p = 0; p < kc; p++)
-                memcpy(pb + p * FN(NR), base + p * B->rs, FN(NR) * sizeof(T));
-        } else if (jr + FN(NR) <= nc && B->rs == 1) { /* transposed: columns are contiguous */
+        T *panel = pb + jr * kc;
+        if (jr + FN(NR) <= nc && B->rs == 1) { /* transposed: columns are contiguous */
             for (size_t p = 0; p < kc; p++)
                 for (size_t c = 0; c < FN(NR); c++)
-                    pb[p * FN(NR) + c] = base[c * B->cs + p];
+                    panel[p * FN(NR) + c] = base[c * B->cs + p];
         } else {
             for (size_t p = 0; p < kc; p++)
                 for (size_t c = 0; c < FN(NR); c++)
-                    pb[p * FN(NR) + c] = jr + c < nc ? base[p * B->rs + c * B->cs] : 0;
+                    panel[p * FN(NR) + c] = jr + c < nc ? base[p * B->rs + c * B->cs] : 0;
         }
     }
 }
