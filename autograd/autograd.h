@@ -168,9 +168,11 @@ bool ag_tape_set_checked(ag_tape *t, bool on);
  * ("" if none). A NULL tape reports AG_ERR_NULL. */
 ag_status ag_tape_status(const ag_tape *t);
 const char *ag_tape_error(const ag_tape *t);
-/* Threads the tape's large ops (GEMM) may use: n, or with n == 0 (the
- * default) one per online CPU. Results are bitwise the same for any count.
- * The threads start with the first op big enough to split. */
+/* Threads the tape's large ops (GEMM, elementwise passes over more than
+ * 16k elements) may use: n, or with n == 0 (the default) one per CPU this
+ * process may run on (its affinity mask on Linux, else the online CPUs).
+ * Results are bitwise the same for any count. The threads start with the
+ * first op big enough to split. */
 void ag_tape_set_threads(ag_tape *t, size_t n);
 size_t ag_tape_threads(const ag_tape *t);
 /* Puts t in error with status s (not AG_OK) and a printf-style message,

@@ -1,5 +1,9 @@
 /* tape.c: the arena, the records, the sticky status, and backward. */
 #define _POSIX_C_SOURCE 200809L /* sysconf */
+#if defined(__linux__)
+#define _GNU_SOURCE /* sched_getaffinity: the CPUs this process may run on */
+#include <sched.h>
+#endif
 #include "internal.h"
 
 #include <unistd.h>
@@ -23,7 +27,8 @@ struct ag_tape {
     bool recording;
     bool checked;            /* trace the first NaN/Inf to its op */
     uint64_t pass;           /* counts backward passes; tags work buffers */
-    size_t threads;          /* asked for; 0 = one per online CPU */
+    size_t threads;          /* asked for; 0 = one per CPU we may use */
+    size_t cpus;             /* CPUs we may use, read when the tape is made */
     ag_pool *pool;           /* started on first parallel op */
     void *scratch;           /* kernels' packing space, grow-only */
     size_t scratch_size;
@@ -33,11 +38,27 @@ struct ag_tape {
 
 #define AG_CHUNK_MIN ((size_t)1 << 16)
 
+/* The CPUs this process may run on: under taskset or a cpuset that is
+ * fewer than the machine has, and a thread per online CPU would make the
+ * pool's threads wait on each other. */
+static size_t usable_cpus(void)
+{
+#if defined(__linux__)
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) > 0)
+        return (size_t)CPU_COUNT(&set);
+#endif
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? (size_t)n : 1;
+}
+
 ag_tape *ag_tape_new(void)
 {
     ag_tape *t = ag__calloc(sizeof *t);
-    if (t)
+    if (t) {
         t->recording = true;
+        t->cpus = usable_cpus();
+    }
     return t;
 }
 
@@ -82,10 +103,7 @@ size_t ag_tape_threads(const ag_tape *t)
 {
     if (!t)
         return 0;
-    if (t->threads)
-        return t->threads;
-    long n = sysconf(_SC_NPROCESSORS_ONLN);
-    return n > 0 ? (size_t)n : 1;
+    return t->threads ? t->threads : t->cpus;
 }
 
 void ag_tape_set_threads(ag_tape *t, size_t n)

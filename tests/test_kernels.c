@@ -1,6 +1,10 @@
 /* test_kernels.c: the packed GEMM behind ag_matmul against a naive triple
  * loop written here, at sizes that cross every blocking boundary (MR, NR,
  * KC, MC, NC) and at the tiny sizes that take the unpacked path. */
+#if defined(__linux__)
+#define _GNU_SOURCE /* sched_setaffinity */
+#include <sched.h>
+#endif
 #include "autograd.h"
 
 #include <criterion/criterion.h>
@@ -160,6 +164,21 @@ Test(gemm, default_threads_is_at_least_one)
     cr_assert_eq(ag_tape_threads(t), 1);
     ag_tape_free(t);
 }
+
+#if defined(__linux__)
+/* Pinned to one CPU (this test runs in a process of its own), a new tape
+ * starts no extra threads: they would only wait on each other. */
+Test(gemm, default_threads_follow_the_affinity_mask)
+{
+    cpu_set_t one;
+    CPU_ZERO(&one);
+    CPU_SET(sched_getcpu(), &one);
+    cr_assert_eq(sched_setaffinity(0, sizeof one, &one), 0);
+    ag_tape *t = ag_tape_new();
+    cr_assert_eq(ag_tape_threads(t), 1);
+    ag_tape_free(t);
+}
+#endif
 
 /* ------------------------------------------------------------ elementwise
  * Passes over 60,000 elements are cut between threads: the results must be
