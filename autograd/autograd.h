@@ -175,6 +175,13 @@ const char *ag_tape_error(const ag_tape *t);
  * first op big enough to split. */
 void ag_tape_set_threads(ag_tape *t, size_t n);
 size_t ag_tape_threads(const ag_tape *t);
+/* Calls fn(ctx, lo, hi) on chunks that together cover [0, n) once: spread
+ * over t's threads when n is 16k or more, else one call fn(ctx, 0, n) on the
+ * calling thread (also when t is NULL). For layers built on the engine
+ * (nn's optimizer step uses it); fn must write only its own chunk's outputs,
+ * so that the result does not depend on the threads. */
+typedef void (*ag_range_fn)(void *ctx, size_t lo, size_t hi);
+void ag_parallel_for(ag_tape *t, size_t n, ag_range_fn fn, void *ctx);
 /* Puts t in error with status s (not AG_OK) and a printf-style message,
  * unless it holds an error already (the first wins): for layers built on
  * the engine that check their own arguments. Returns the tape's status. */

@@ -195,7 +195,6 @@ size_t ag__pool_threads(const ag_pool *p);  /* workers + the caller */
  * the job is worth sharing (work: about how many elements it touches);
  * else fn(ctx, 0, n) on the calling thread. fn must give the same result
  * however [0, n) is cut: each chunk writes only its own outputs. */
-typedef void (*ag_range_fn)(void *ctx, size_t lo, size_t hi);
 void ag__parallel_range(ag_tape *t, size_t n, size_t work, ag_range_fn fn, void *ctx);
 /* The tape's pool, started on first use; NULL when one thread is asked for
  * or none could start (work then runs on the calling thread). */

@@ -48,6 +48,11 @@ static inline void nn__set(ag_dtype dt, void *p, size_t i, double v)
  * NULL and err names fn and the cause (AG_ERR_IO). */
 ag_status nn__open_sized(const char *fn, const char *path, FILE **f, size_t *size, nn_error *err);
 
+/* nn_optim_step and nn_optim_zero_grad with the work spread over t's
+ * threads (t NULL: the calling thread only), as nn_mlp_train_step runs them. */
+ag_status nn__optim_step(nn_optim *opt, ag_tape *t);
+void nn__optim_zero_grad(nn_optim *opt, ag_tape *t);
+
 /* "[3,4]" into buf; returns buf. */
 const char *nn__shape_str(const ag_tensor *x, char *buf, size_t cap);
 #define NN_SHAPE_BUF 96

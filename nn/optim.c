@@ -124,34 +124,34 @@ void nn_optim_free(nn_optim *opt)
         ag_tensor_free(opt->mem);
 }
 
-/* θ -= η∇ in plain loops the compiler vectorises: the common case (plain
- * SGD), run once per parameter per step. */
-static void sgd_plain(ag_tensor *x, double lr)
+/* θ -= η∇ over elements [lo, hi) in plain loops the compiler vectorises:
+ * the common case (plain SGD). */
+static void sgd_plain(ag_tensor *x, size_t lo, size_t hi, double lr)
 {
-    size_t n = ag_tensor_numel(x);
     if (ag_tensor_dtype(x) == AG_F32) {
         float *p = ag_data(x);
         const float *g = ag_grad(x);
-        for (size_t i = 0; i < n; i++)
+        for (size_t i = lo; i < hi; i++)
             p[i] = (float)((double)p[i] - lr * (double)g[i]);
     } else {
         double *p = ag_data(x);
         const double *g = ag_grad(x);
-        for (size_t i = 0; i < n; i++)
+        for (size_t i = lo; i < hi; i++)
             p[i] -= lr * g[i];
     }
 }
 
-static void sgd_tensor(const nn_optim_config *c, ag_tensor *x, double *buf)
+/* buf: this tensor's momentum buffer. */
+static void sgd_tensor(const nn_optim_config *c, ag_tensor *x, size_t lo, size_t hi, double *buf)
 {
     ag_dtype dt = ag_tensor_dtype(x);
     void *p = ag_data(x), *g = ag_grad(x);
     double lr = c->lr, mu = c->momentum, wd = c->weight_decay;
     if (mu == 0 && wd == 0) {
-        sgd_plain(x, lr);
+        sgd_plain(x, lo, hi, lr);
         return;
     }
-    for (size_t i = 0, n = ag_tensor_numel(x); i < n; i++) {
+    for (size_t i = lo; i < hi; i++) {
         double th = nn__get(dt, p, i), d = nn__get(dt, g, i) + wd * th;
         if (mu > 0) {
             buf[i] = mu * buf[i] + d;
@@ -161,16 +161,17 @@ static void sgd_tensor(const nn_optim_config *c, ag_tensor *x, double *buf)
     }
 }
 
-/* bc1, bc2: the bias corrections 1 - β1^t and 1 - β2^t of this step. */
-static void adam_tensor(const nn_optim_config *c, ag_tensor *x, double *m, double *v,
-                        double bc1, double bc2)
+/* m, v: this tensor's moments; bc1, bc2: the bias corrections 1 - β1^t
+ * and 1 - β2^t of this step. */
+static void adam_tensor(const nn_optim_config *c, ag_tensor *x, size_t lo, size_t hi, double *m,
+                        double *v, double bc1, double bc2)
 {
     ag_dtype dt = ag_tensor_dtype(x);
     void *p = ag_data(x), *g = ag_grad(x);
     bool decoupled = c->kind == NN_ADAMW;
     double lr = c->lr, wd = c->weight_decay, b1 = c->beta1, b2 = c->beta2;
     double step = lr / bc1, bc2_sqrt = sqrt(bc2); /* as PyTorch arranges the terms */
-    for (size_t i = 0, n = ag_tensor_numel(x); i < n; i++) {
+    for (size_t i = lo; i < hi; i++) {
         double th = nn__get(dt, p, i), d = nn__get(dt, g, i);
         if (decoupled)
             th *= 1 - lr * wd;
@@ -182,31 +183,59 @@ static void adam_tensor(const nn_optim_config *c, ag_tensor *x, double *m, doubl
     }
 }
 
-ag_status nn_optim_step(nn_optim *opt)
+/* The parameters taken end to end as one range of opt->total elements, so
+ * that a step or a zeroing can be cut into equal chunks across threads:
+ * each chunk updates only its own elements, the same way on any thread. */
+typedef struct {
+    nn_optim *opt;
+    bool zero;        /* zero the grads instead of stepping */
+    double bc1, bc2;
+} optim_job;
+
+static void optim_range(void *ctx, size_t lo, size_t hi)
+{
+    const optim_job *j = ctx;
+    nn_optim *o = j->opt;
+    const nn_optim_config *c = &o->cfg;
+    size_t start = 0; /* of params[i] in the range */
+    for (size_t i = 0; i < o->n && start < hi; i++) {
+        ag_tensor *x = o->params[i];
+        size_t n = ag_tensor_numel(x), end = start + n;
+        if (end > lo) {
+            size_t a = lo > start ? lo - start : 0, b = (hi < end ? hi : end) - start;
+            size_t es = ag_dtype_size(ag_tensor_dtype(x));
+            double *s = o->state + start;
+            if (j->zero)
+                memset((char *)ag_grad(x) + a * es, 0, (b - a) * es);
+            else if (c->kind == NN_SGD)
+                sgd_tensor(c, x, a, b, s);
+            else
+                adam_tensor(c, x, a, b, s, s + o->total, j->bc1, j->bc2);
+        }
+        start = end;
+    }
+}
+
+ag_status nn__optim_step(nn_optim *opt, ag_tape *t)
 {
     if (!opt)
         return AG_ERR_NULL;
     opt->steps++;
-    const nn_optim_config *c = &opt->cfg;
-    double t = (double)opt->steps;
-    double bc1 = 1 - pow(c->beta1, t), bc2 = 1 - pow(c->beta2, t);
-    double *s = opt->state;
-    for (size_t i = 0; i < opt->n; i++) {
-        ag_tensor *x = opt->params[i];
-        if (c->kind == NN_SGD)
-            sgd_tensor(c, x, s);
-        else
-            adam_tensor(c, x, s, s + opt->total, bc1, bc2);
-        s += ag_tensor_numel(x);
-    }
+    double steps = (double)opt->steps;
+    optim_job j = {.opt = opt, .bc1 = 1 - pow(opt->cfg.beta1, steps),
+                   .bc2 = 1 - pow(opt->cfg.beta2, steps)};
+    ag_parallel_for(t, opt->total, optim_range, &j);
     return AG_OK;
 }
 
-void nn_optim_zero_grad(nn_optim *opt)
+void nn__optim_zero_grad(nn_optim *opt, ag_tape *t)
 {
-    for (size_t i = 0; opt && i < opt->n; i++)
-        ag_zero_grad(opt->params[i]);
+    if (opt)
+        ag_parallel_for(t, opt->total, optim_range, &(optim_job){.opt = opt, .zero = true});
 }
+
+ag_status nn_optim_step(nn_optim *opt) { return nn__optim_step(opt, NULL); }
+void nn_optim_zero_grad(nn_optim *opt) { nn__optim_zero_grad(opt, NULL); }
 
 double nn_optim_lr(const nn_optim *opt) { return opt ? opt->cfg.lr : NAN; }
 size_t nn_optim_steps(const nn_optim *opt) { return opt ? opt->steps : 0; }

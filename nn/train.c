@@ -26,13 +26,13 @@ ag_status nn_mlp_train_step(nn_mlp *net, ag_tape *t, nn_optim *opt, nn_cost cost
         return nn__fail(err, AG_ERR_NULL, "%s: %s is NULL", fn, !net ? "net" : !t ? "t" : "opt");
     if (ag_tape_status(t) != AG_OK)
         return tape_fail(t, fn, err);
-    nn_optim_zero_grad(opt);
+    nn__optim_zero_grad(opt, t);
     ag_tensor *c = nn_loss(t, cost, nn_mlp_forward(net, t, x, NULL), y);
     if (!c || ag_backward(t, c) != AG_OK)
         return tape_fail(t, fn, err);
     if (loss)
         *loss = ag_item(c);
-    nn_optim_step(opt);
+    nn__optim_step(opt, t);
     ag_tape_reset(t);
     return nn__ok(err);
 }

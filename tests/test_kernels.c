@@ -283,3 +283,53 @@ Test(elementwise, every_unary_op_gives_the_same_bits_for_1_2_and_3_threads)
                       o, i + 1);
     }
 }
+
+/* ------------------------------------------------------------ parallel_for */
+
+typedef struct {
+    unsigned char *seen;
+    _Atomic size_t calls;
+} cover;
+
+static void mark(void *ctx, size_t lo, size_t hi)
+{
+    cover *c = ctx;
+    c->calls++;
+    for (size_t i = lo; i < hi; i++)
+        c->seen[i]++;
+}
+
+Test(parallel_for, covers_every_index_once_for_1_2_and_3_threads)
+{
+    enum { N = 100003 };
+    static unsigned char seen[N];
+    for (size_t threads = 1; threads <= 3; threads++) {
+        ag_tape *t = ag_tape_new();
+        ag_tape_set_threads(t, threads);
+        memset(seen, 0, sizeof seen);
+        cover c = {seen, 0};
+        ag_parallel_for(t, N, mark, &c);
+        for (size_t i = 0; i < N; i++)
+            cr_assert_eq(seen[i], 1, "index %zu seen %d times with %zu threads", i, seen[i], threads);
+        cr_assert_eq(c.calls, threads, "one chunk per thread");
+        ag_tape_free(t);
+    }
+}
+
+Test(parallel_for, small_ranges_and_no_tape_run_in_one_call)
+{
+    static unsigned char seen[1000];
+    cover c = {seen, 0};
+    ag_tape *t = ag_tape_new();
+    ag_tape_set_threads(t, 3);
+    ag_parallel_for(t, 1000, mark, &c);
+    cr_assert_eq(c.calls, 1);
+    ag_parallel_for(NULL, 1000, mark, &c);
+    cr_assert_eq(c.calls, 2);
+    ag_parallel_for(t, 0, mark, &c); /* an empty range: one call with lo == hi */
+    cr_assert_eq(c.calls, 3);
+    ag_parallel_for(t, 10, NULL, &c); /* no function: nothing */
+    for (size_t i = 0; i < 1000; i++)
+        cr_assert_eq(seen[i], 2);
+    ag_tape_free(t);
+}

@@ -316,16 +316,18 @@ Test(nn_train, progress_redraws_in_place_on_a_terminal)
     fclose(f);
 }
 
-/* Three Adam steps of a network whose products are big enough to be split
- * over threads; the losses and every parameter, as bits, per thread count. */
-static void train_with_threads(size_t threads, double losses[3], float *params, size_t n_params)
+/* Three steps of a network whose products and optimizer updates are big
+ * enough to be split over threads; the losses and every parameter, as
+ * bits, per thread count. */
+static void train_with_threads(nn_optim_config cfg, size_t threads, double losses[3], float *params,
+                               size_t n_params)
 {
     size_t sizes[] = {256, 256, 10};
     nn_act acts[] = {NN_RELU, NN_IDENTITY};
     nn_spec spec = {.n_layers = 2, .sizes = sizes, .acts = acts, .dtype = AG_F32,
                     .init = NN_INIT_HE, .seed = 21};
     nn_mlp *net = make(&spec);
-    nn_optim *o = optim_for(net, nn_adam(1e-3));
+    nn_optim *o = optim_for(net, cfg);
     ag_rng rng;
     ag_rng_seed(&rng, 8);
     ag_tensor *x = ag_rand_normal(AG_F32, AG_SHAPE(64, 256), 0, 1, &rng);
@@ -349,12 +351,21 @@ Test(nn_train, training_is_bitwise_identical_for_1_2_and_3_threads)
 {
     enum { N = 256 * 256 + 256 + 256 * 10 + 10 };
     static float params[3][N];
-    double losses[3][3];
-    for (size_t i = 0; i < 3; i++)
-        train_with_threads(i + 1, losses[i], params[i], N);
-    for (size_t i = 1; i < 3; i++) {
-        cr_assert(memcmp(losses[0], losses[i], sizeof losses[0]) == 0, "losses differ with %zu threads", i + 1);
-        cr_assert(memcmp(params[0], params[i], sizeof params[0]) == 0, "parameters differ with %zu threads", i + 1);
+    nn_optim_config nesterov = nn_sgd(0.01);
+    nesterov.momentum = 0.9;
+    nesterov.nesterov = true;
+    nesterov.weight_decay = 1e-3;
+    const nn_optim_config cfgs[] = {nn_adam(1e-3), nn_sgd(0.01), nesterov};
+    for (size_t c = 0; c < 3; c++) {
+        double losses[3][3];
+        for (size_t i = 0; i < 3; i++)
+            train_with_threads(cfgs[c], i + 1, losses[i], params[i], N);
+        for (size_t i = 1; i < 3; i++) {
+            cr_assert(memcmp(losses[0], losses[i], sizeof losses[0]) == 0,
+                      "optimizer %zu: losses differ with %zu threads", c, i + 1);
+            cr_assert(memcmp(params[0], params[i], sizeof params[0]) == 0,
+                      "optimizer %zu: parameters differ with %zu threads", c, i + 1);
+        }
+        cr_assert(losses[0][2] < losses[0][0], "optimizer %zu: training lowers the loss", c);
     }
-    cr_assert(losses[0][2] < losses[0][0], "training lowers the loss");
 }

@@ -174,3 +174,14 @@ void ag__parallel_range(ag_tape *t, size_t n, size_t work, ag_range_fn fn, void 
     range_job j = {fn, ctx, n, chunk};
     ag__pool_run(pool, (n + chunk - 1) / chunk, range_task, &j);
 }
+
+void ag_parallel_for(ag_tape *t, size_t n, ag_range_fn fn, void *ctx)
+{
+    if (!fn)
+        return;
+    if (!t) {
+        fn(ctx, 0, n);
+        return;
+    }
+    ag__parallel_range(t, n, n, fn, ctx);
+}
