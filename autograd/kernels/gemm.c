@@ -85,6 +85,7 @@ typedef struct {
     ag_dtype dt;
     size_t m, n, k, stripe; /* stripe: rows or columns per task */
     bool by_rows;
+    bool accumulate;         /* C += A·B, else C = A·B */
     gemm_op A, B;
     char *C, *scratch;
     size_t scratch_bytes;    /* per task */
@@ -110,9 +111,11 @@ static void gemm_stripe(void *ctx, size_t task)
     size_t m = j->by_rows ? len : j->m, n = j->by_rows ? j->n : len;
     void *scratch = j->scratch + task * j->scratch_bytes;
     if (j->dt == AG_F32)
-        gemm_packed_f32(m, n, j->k, &a, &b, (float *)c, j->n, scratch, (float *)scratch + j->b_elems);
+        gemm_packed_f32(m, n, j->k, &a, &b, (float *)c, j->n, scratch, (float *)scratch + j->b_elems,
+                        !j->accumulate);
     else
-        gemm_packed_f64(m, n, j->k, &a, &b, (double *)c, j->n, scratch, (double *)scratch + j->b_elems);
+        gemm_packed_f64(m, n, j->k, &a, &b, (double *)c, j->n, scratch, (double *)scratch + j->b_elems,
+                        !j->accumulate);
 }
 
 /* Products below this many multiply-adds stay on one thread: waking the
@@ -123,13 +126,11 @@ ag_status ag__gemm(ag_tape *t, ag_dtype dt, bool ta, bool tb, size_t m, size_t n
                    const void *A, const void *B, bool accumulate, void *C)
 {
     size_t es = ag_dtype_size(dt);
-    if (!accumulate)
-        memset(C, 0, m * n * es);
-    if (m == 0 || n == 0 || k == 0)
-        return AG_OK;
-    gemm_job j = {.dt = dt, .m = m, .n = n, .k = k, .by_rows = m >= n, .C = C,
+    gemm_job j = {.dt = dt, .m = m, .n = n, .k = k, .by_rows = m >= n, .C = C, .accumulate = accumulate,
                   .A = {A, ta ? 1 : k, ta ? m : 1}, .B = {B, tb ? 1 : n, tb ? k : 1}};
-    if (m * n * k <= 4096) {
+    if (m * n * k <= 4096 || k == 0) { /* the packed path overwrites C, this one adds */
+        if (!accumulate)
+            memset(C, 0, m * n * es);
         gemm_small(dt, m, n, k, &j.A, &j.B, C);
         return AG_OK;
     }

@@ -14,11 +14,12 @@
 
 enum { FN(NR) = 2 * VL };
 
-/* C[0:MR, 0:NR] (row stride ldc) += panel_a · panel_b, kc deep. Compiled
- * once per ISA; the loader picks the best the CPU has. */
+/* C[0:MR, 0:NR] (row stride ldc) += panel_a · panel_b, kc deep, or = when
+ * overwrite (C's old values unread: the first block of a fresh product).
+ * Compiled once per ISA; the loader picks the best the CPU has. */
 AG_KERNEL_CLONES
 static void FN(micro_kernel)(size_t kc, const T *restrict pa, const T *restrict pb,
-                             T *restrict c, size_t ldc)
+                             T *restrict c, size_t ldc, bool overwrite)
 {
     V zero = {0}, acc[GEMM_MR][2];
     /* fully unrolled, so the tile lives in registers */
@@ -32,6 +33,15 @@ static void FN(micro_kernel)(size_t kc, const T *restrict pa, const T *restrict 
             acc[r][0] += pa[r] * b0;
             acc[r][1] += pa[r] * b1;
         }
+    }
+    if (overwrite) {
+#pragma GCC unroll 8
+        for (int r = 0; r < GEMM_MR; r++) {
+            VU *row = (VU *)(c + (size_t)r * ldc);
+            row[0] = acc[r][0];
+            row[1] = acc[r][1];
+        }
+        return;
     }
 #pragma GCC unroll 8
     for (int r = 0; r < GEMM_MR; r++) {
@@ -94,30 +104,32 @@ static void FN(pack_b)(const gemm_op *B, size_t p0, size_t j0, size_t kc, size_t
     }
 }
 
-/* One packed block: C(ic:ic+mc, jc:jc+nc) += pa · pb. Edge tiles go
- * through a scratch tile so the kernel always runs full size. */
-static void FN(block)(size_t mc, size_t nc, size_t kc, const T *pa, const T *pb, T *c, size_t ldc)
+/* One packed block: C(ic:ic+mc, jc:jc+nc) += pa · pb (= when overwrite).
+ * Edge tiles go through a scratch tile so the kernel always runs full size. */
+static void FN(block)(size_t mc, size_t nc, size_t kc, const T *pa, const T *pb, T *c, size_t ldc,
+                      bool overwrite)
 {
     for (size_t jr = 0; jr < nc; jr += FN(NR))
         for (size_t ir = 0; ir < mc; ir += GEMM_MR) {
             const T *a = pa + ir * kc, *b = pb + jr * kc;
             T *ct = c + ir * ldc + jr;
             if (ir + GEMM_MR <= mc && jr + FN(NR) <= nc) {
-                FN(micro_kernel)(kc, a, b, ct, ldc);
+                FN(micro_kernel)(kc, a, b, ct, ldc, overwrite);
                 continue;
             }
-            T tile[GEMM_MR * FN(NR)] __attribute__((aligned(64))) = {0};
-            FN(micro_kernel)(kc, a, b, tile, FN(NR));
+            T tile[GEMM_MR * FN(NR)] __attribute__((aligned(64)));
+            FN(micro_kernel)(kc, a, b, tile, FN(NR), true);
             for (size_t r = 0; r < GEMM_MR && ir + r < mc; r++)
                 for (size_t j = 0; j < FN(NR) && jr + j < nc; j++)
-                    ct[r * ldc + j] += tile[r * FN(NR) + j];
+                    ct[r * ldc + j] = (overwrite ? 0 : ct[r * ldc + j]) + tile[r * FN(NR) + j];
         }
 }
 
-/* C[m,n] (row stride ldc) += A·B with A, B read through their strides;
- * pb and pa hold a packed B block and A block (see scratch_elems). */
+/* C[m,n] (row stride ldc) += A·B with A, B read through their strides, or
+ * = when overwrite (k > 0); pb and pa hold a packed B block and A block
+ * (see scratch_elems). */
 static void FN(gemm_packed)(size_t m, size_t n, size_t k, const gemm_op *A, const gemm_op *B,
-                            T *C, size_t ldc, T *pb, T *pa)
+                            T *C, size_t ldc, T *pb, T *pa, bool overwrite)
 {
     for (size_t jc = 0; jc < n; jc += GEMM_NC) {
         size_t nc = n - jc < GEMM_NC ? n - jc : GEMM_NC;
@@ -127,7 +139,7 @@ static void FN(gemm_packed)(size_t m, size_t n, size_t k, const gemm_op *A, cons
             for (size_t ic = 0; ic < m; ic += GEMM_MC) {
                 size_t mc = m - ic < GEMM_MC ? m - ic : GEMM_MC;
                 FN(pack_a)(A, ic, pc, mc, kc, pa);
-                FN(block)(mc, nc, kc, pa, pb, C + ic * ldc + jc, ldc);
+                FN(block)(mc, nc, kc, pa, pb, C + ic * ldc + jc, ldc, overwrite && pc == 0);
             }
         }
     }
