@@ -431,8 +431,14 @@ void ag_retain_grad(ag_tensor *x)
         x->retain_grad = true;
 }
 
+static void zero_bytes(void *ctx, size_t lo, size_t hi)
+{
+    memset((unsigned char *)ctx + lo, 0, hi - lo);
+}
+
 /* The buffer that receives x's gradient in the current pass: a leaf's own
- * grad, or an op result's work buffer, zeroed on first use in this pass. */
+ * grad, or an op result's work buffer, zeroed on first use in this pass
+ * (by all threads when it is large). */
 static void *grad_target(ag_tape *t, ag_tensor *x)
 {
     if (x->origin != AG_TAPE)
@@ -444,7 +450,7 @@ static void *grad_target(ag_tape *t, ag_tensor *x)
         if (bytes == sizeof(double))
             *(double *)x->work = 0; /* all-zero bits: 0 in either dtype */
         else
-            memset(x->work, 0, bytes);
+            ag__parallel_range(t, bytes, x->numel, zero_bytes, x->work);
         x->work_pass = t->pass;
     }
     return x->work;
