@@ -4,6 +4,8 @@
 #include <criterion/criterion.h>
 
 #include <math.h>
+#include <stddef.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -291,6 +293,27 @@ Test(tape, reset_and_reuse_allocates_nothing_after_first_step)
     ag_tensor_free(W);
     ag_tensor_free(b);
     assert_all_freed();
+}
+
+/* Results of 256 bytes or more start on a cache line (the vector loops
+ * want it); smaller ones are packed 16 bytes apart, whatever came before. */
+Test(tape, results_are_line_aligned_when_large_and_16_aligned_when_small)
+{
+    ag_tensor *s = ag_scalar(AG_F64, 2), *v = ag_ones(AG_F32, AG_SHAPE(3));
+    ag_tensor *big = ag_ones(AG_F32, AG_SHAPE(64));
+    ag_tape *t = ag_tape_new();
+    for (int i = 0; i < 50; i++) {
+        ag_tensor *a = ag_mul(t, s, s), *b = ag_neg(t, v), *c = ag_neg(t, big);
+        cr_assert(a && b && c);
+        cr_assert_eq((uintptr_t)ag_data(a) % 16, 0);
+        cr_assert_eq((uintptr_t)ag_data(b) % 16, 0);
+        cr_assert_eq((uintptr_t)ag_data(c) % 64, 0, "a 256-byte result off its line");
+        cr_assert_eq((uintptr_t)a % _Alignof(max_align_t), 0);
+    }
+    ag_tape_free(t);
+    ag_tensor_free(s);
+    ag_tensor_free(v);
+    ag_tensor_free(big);
 }
 
 Test(tape, freeing_an_op_result_is_a_no_op)
