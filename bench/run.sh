@@ -1,18 +1,21 @@
 #!/usr/bin/env bash
-# Benchmark driver: our engine against PyTorch, NumPy and OpenBLAS.
+# Benchmark driver: our engine against PyTorch, NumPy, kann and OpenBLAS.
 #
-#   bench/run.sh            full run (about 5 minutes on an idle 2-core box)
-#   bench/run.sh --quick    smoke test (under a minute): one round, fewer
-#                           repetitions, no NumPy per-example network, one
-#                           thread variant per peer
+#   bench/run.sh            full run (about 5 minutes on an idle 2-core box,
+#                           2 more with kann)
+#   bench/run.sh --quick    smoke test (under a minute, half a minute more
+#                           with kann): one round, fewer repetitions, no
+#                           NumPy per-example network, one thread variant
+#                           per peer
 #   bench/run.sh --rounds N run the timing programs N times (default 2,
 #                           --quick 1) and keep each one's best
 #
 # It (a) builds our release build (build-release/, meson + ninja) whose
 # bench/bench prints our RESULT lines, (b) compiles bench/gemm_openblas.c to
-# build-release/gemm_openblas, (c) runs every peer, (d) prints a markdown
-# table and writes it to bench/results.md.  Raw lines and logs are kept in
-# build-release/bench-logs/.
+# build-release/gemm_openblas and, given a kann checkout, bench/peers/kann_peer.c
+# with it to build-release/kann_peer, (c) runs every peer, (d) prints a
+# markdown table and writes it to bench/results.md.  Raw lines and logs are
+# kept in build-release/bench-logs/.
 #
 # Every program prints `RESULT <who> <workload> <value> <unit>`.  Peers run
 # under `env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE` (those two variables,
@@ -24,6 +27,17 @@
 # OpenMP threads with 2 OpenBLAS threads on our 2 cores.  The best run is
 # reported per workload.  Every -rss workload runs in a process of its own.
 #
+# kann (github.com/attractivechaos/kann, MIT; C, float only) is not part of
+# this repository: KANN_DIR names a directory holding its kann.c, kann.h,
+# kautodiff.c and kautodiff.h (default: ../kann-src next to this checkout, if
+# there).  kann_peer.c is compiled with them using the flags of kann's own
+# Makefile (-O2 -DHAVE_PTHREAD; -O3 -march=native is no faster), once as is
+# (kann's own sgemm) and once with its Makefile's CBLAS option (-DHAVE_CBLAS,
+# OpenBLAS's cblas_sgemm).  It runs single-threaded as is, with kann_mt(2)
+# (each mini-batch split over 2 threads; marked ³), and as the CBLAS build
+# (1 kann thread, OpenBLAS's own threads; marked ⁴); --quick runs the first
+# only.  Without the four files kann is left out with a note.
+#
 # Run it on an otherwise idle machine: a second process on one of the two
 # cores halves every 2-thread number (and makes PyTorch's OpenMP threads
 # crawl).  Before each program it waits up to IDLE_WAIT seconds (default 30)
@@ -32,7 +46,7 @@
 #
 # Environment: BUILD_DIR (default build-release), OURS_BIN (default
 # $BUILD_DIR/bench/bench), PYTHON (default /usr/bin/python3, Debian's: the
-# pyenv python3 on PATH has no torch), IDLE_WAIT.
+# pyenv python3 on PATH has no torch), IDLE_WAIT, KANN_DIR.
 set -u
 cd "$(dirname "$0")/.." || exit 1
 
@@ -90,6 +104,35 @@ GEMM=$BUILD/gemm_openblas
 log "cc -O2 bench/gemm_openblas.c -> $GEMM"
 cc -O2 -std=c11 -Wall bench/gemm_openblas.c -o "$GEMM" -lopenblas >&2 \
     || { log "gemm_openblas: compile failed"; GEMM=""; }
+
+# ---- (b') kann, if we have its sources -------------------------------------
+# Flags from kann's Makefile (CFLAGS -O2, CPPFLAGS -DHAVE_PTHREAD, LIBS
+# -lpthread -lm; with CBLAS=dir: -DHAVE_CBLAS and -lopenblas); its -g and
+# warning flags are left out.
+KANN_DIR=${KANN_DIR:-}
+[ -z "$KANN_DIR" ] && [ -f ../kann-src/kann.c ] && KANN_DIR=../kann-src
+KANN_BIN="" KANN_CBLAS_BIN="" KANN_NOTE="" KANN_V=""
+KANN_CFLAGS=(-O2 -DHAVE_PTHREAD)
+if [ -n "$KANN_DIR" ] && [ -f "$KANN_DIR/kann.c" ] && [ -f "$KANN_DIR/kann.h" ] &&
+   [ -f "$KANN_DIR/kautodiff.c" ] && [ -f "$KANN_DIR/kautodiff.h" ]; then
+    KANN_V=$(sed -n 's/^#define KANN_VERSION "\(.*\)"/\1/p' "$KANN_DIR/kann.h")
+    kann_cc() { # kann_cc <output> <note> extra-flags...: kann_peer.c + kann
+        local out=$1 note=$2
+        shift 2
+        log "cc ${KANN_CFLAGS[*]} $* bench/peers/kann_peer.c $KANN_DIR/{kann,kautodiff}.c -> $out"
+        cc "${KANN_CFLAGS[@]}" -DKANN_BUILD="\"cc ${KANN_CFLAGS[*]}$note\"" -I"$KANN_DIR" \
+            bench/peers/kann_peer.c "$KANN_DIR/kann.c" "$KANN_DIR/kautodiff.c" \
+            -o "$out" "$@" -lpthread -lm >&2
+    }
+    kann_cc "$BUILD/kann_peer" " (kann's Makefile), its own sgemm" && KANN_BIN=$BUILD/kann_peer \
+        || { log "kann_peer: compile failed"; KANN_NOTE="kann: compile failed (see the log)"; }
+    kann_cc "$BUILD/kann_peer_cblas" " -DHAVE_CBLAS, OpenBLAS's cblas_sgemm" -DHAVE_CBLAS -lopenblas \
+        && KANN_CBLAS_BIN=$BUILD/kann_peer_cblas || log "kann_peer_cblas: compile failed; no CBLAS variant"
+else
+    KANN_NOTE="kann: not measured (set KANN_DIR to a kann checkout)"
+    log "$KANN_NOTE"
+    echo "$KANN_NOTE"
+fi
 
 # Our machines are shared: before each program wait (up to IDLE_WAIT seconds)
 # for the CPUs to be idle, and afterwards compare the CPU time the whole
@@ -184,6 +227,12 @@ for ((r = 1; r <= ROUNDS; r++)); do
     run asis "numpy-r$r" "${PEER_ENV[@]}" "$PY" bench/peers/numpy_peer.py "${NP[@]}"
     [ "$QUICK" = 1 ] || run ob1 "numpy-ob1-r$r" "${PEER_ENV[@]}" "${OB1[@]}" \
         "$PY" bench/peers/numpy_peer.py "${NP[@]}"
+    if [ -n "$KANN_BIN" ]; then
+        run asis "kann-r$r" "${PEER_ENV[@]}" "$KANN_BIN" W1-f32 W2-f32
+        [ "$QUICK" = 1 ] || run kmt2 "kann-mt2-r$r" "${PEER_ENV[@]}" "$KANN_BIN" --threads 2 W1-f32 W2-f32
+        [ "$QUICK" = 1 ] || [ -z "$KANN_CBLAS_BIN" ] ||
+            run cblas "kann-cblas-r$r" "${PEER_ENV[@]}" "$KANN_CBLAS_BIN" W1-f32 W2-f32
+    fi
 done
 
 # Peak RSS: once, each workload in a process of its own.
@@ -201,6 +250,14 @@ done
 for w in "${NP_RSS[@]}"; do
     run asis "numpy-$w" "${PEER_ENV[@]}" "$PY" bench/peers/numpy_peer.py "$w"
 done
+if [ -n "$KANN_BIN" ]; then
+    for w in W1-f32-rss W2-f32-rss; do
+        run asis "kann-$w" "${PEER_ENV[@]}" "$KANN_BIN" "$w"
+        [ "$QUICK" = 1 ] || run kmt2 "kann-mt2-$w" "${PEER_ENV[@]}" "$KANN_BIN" --threads 2 "$w"
+        [ "$QUICK" = 1 ] || [ -z "$KANN_CBLAS_BIN" ] ||
+            run cblas "kann-cblas-$w" "${PEER_ENV[@]}" "$KANN_CBLAS_BIN" "$w"
+    done
+fi
 
 END_LOAD=$(load1)
 
@@ -219,6 +276,8 @@ OUT=bench/results.md
 RUN_DATE=$(date '+%Y-%m-%d %H:%M:%S %Z') CPU="$CPU" SIMD="$SIMD" NCPU=$(nproc) \
 QUICK=$QUICK ROUNDS=$ROUNDS OURS_NOTE="$OURS_NOTE" TORCH_V="$TORCH_V" NUMPY_V="$NUMPY_V" \
 START_LOAD="$START_LOAD" END_LOAD="$END_LOAD" \
+KANN_NOTE="$KANN_NOTE" KANN_V="$KANN_V" KANN_DIR="$KANN_DIR" KANN_CBLAS="${KANN_CBLAS_BIN:+1}" \
+KANN_CFLAGS="${KANN_CFLAGS[*]}" \
 CALLER_CORETYPE="${OPENBLAS_CORETYPE-<unset>}" CALLER_L2="${OPENBLAS_L2_SIZE-<unset>}" \
 COMMIT=$(git rev-parse --short HEAD 2>/dev/null; git diff --quiet HEAD 2>/dev/null || echo "+dirty") \
 "$PY" - "$RAW" "$LOGS" > "$OUT" <<'EOF'
@@ -226,7 +285,8 @@ import os, sys
 
 WORK = ["W1-f32", "W1-f64", "W2-f32", "W3", "W4-1024-fwd", "W4-1024-bwd",
         "W4-2048-fwd", "W4-2048-bwd", "W1-f32-rss", "W2-f32-rss"]
-PEERS = ["torch", "numpy-perexample", "numpy-batch", "openblas"]
+PEERS = ["torch", "numpy-perexample", "numpy-batch", "kann", "openblas"]
+MARK = {"ob1": "¹", "t1": "²", "kmt2": "³", "cblas": "⁴"}  # variant -> table mark
 
 best = {}     # (who, workload) -> (value, unit, variant)
 for line in open(sys.argv[1]):
@@ -265,6 +325,14 @@ print(f"- torch {e['TORCH_V']}: OpenMP intra-op threads, OpenBLAS as BLAS; best 
       " OPENBLAS_NUM_THREADS=1 (marked ¹), set_num_threads(1) with OpenBLAS's 2 threads (marked ²)")
 print(f"- numpy {e['NUMPY_V']}: OpenBLAS, as is and with OPENBLAS_NUM_THREADS=1 (¹), better kept;"
       " numpy-perexample = Nielsen's network.py (f64 as published, and f32)")
+if e["KANN_NOTE"]:
+    print(f"- {e['KANN_NOTE']}")
+else:
+    print(f"- kann {e['KANN_V']} ({e['KANN_DIR']}, not part of this repository): C, f32 only;"
+          f" bench/peers/kann_peer.c built with its sources, cc {e['KANN_CFLAGS']} (kann's Makefile);"
+          " plain SGD on kann_cost()'s gradients; best of: its own sgemm single-threaded (as is)"
+          + ("" if e["QUICK"] == "1" else ", kann_mt with 2 threads (³)"
+             + (", built with -DHAVE_CBLAS on OpenBLAS's cblas_sgemm (⁴)" if e["KANN_CBLAS"] else "")))
 print("- openblas: cblas_sgemm, 2 threads (openblas_set_num_threads)")
 print(f"- peers ran with OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset (caller had"
       f" {e['CALLER_CORETYPE']} / {e['CALLER_L2']})")
@@ -286,7 +354,7 @@ for work in WORK:
             row.append("-")
             continue
         peer_vals.append((r[0], p))
-        row.append(fmt(r[0]) + {"ob1": "¹", "t1": "²"}.get(r[2].rstrip("*"), "")
+        row.append(fmt(r[0]) + MARK.get(r[2].rstrip("*"), "")
                    + ("†" if r[2].endswith("*") else ""))
     if ours and ours[0] > 0 and peer_vals:
         bv, bp = (min if rss else max)(peer_vals)
