@@ -125,7 +125,9 @@ void nn_optim_free(nn_optim *opt)
 }
 
 /* θ -= η∇ over elements [lo, hi) in plain loops the compiler vectorises:
- * the common case (plain SGD). */
+ * the common case (plain SGD). f32 values are updated in double and rounded
+ * once; AVX2 converts four at a time where SSE2 converts two. */
+AG_TARGET_CLONES
 static void sgd_plain(ag_tensor *x, size_t lo, size_t hi, double lr)
 {
     if (ag_tensor_dtype(x) == AG_F32) {

@@ -57,9 +57,11 @@ static void check_size(ag_dtype dt, size_t m, size_t n, size_t k, double tol)
     for (size_t i = 0; i < m * n; i++)
         cr_assert(fabs(ag_get(y, i) - Y[i]) <= tol * (1 + fabs(Y[i])), "y[%zu] m=%zu n=%zu k=%zu", i, m, n, k);
     for (size_t i = 0; i < m * k; i++)
-        cr_assert(fabs(ag_get_grad(a, i) - GA[i]) <= tol * (1 + fabs(GA[i])), "ga[%zu]", i);
+        cr_assert(fabs(ag_get_grad(a, i) - GA[i]) <= tol * (1 + fabs(GA[i])), "ga[%zu]: %.9g vs %.9g",
+                  i, ag_get_grad(a, i), GA[i]);
     for (size_t i = 0; i < k * n; i++)
-        cr_assert(fabs(ag_get_grad(b, i) - GB[i]) <= tol * (1 + fabs(GB[i])), "gb[%zu]", i);
+        cr_assert(fabs(ag_get_grad(b, i) - GB[i]) <= tol * (1 + fabs(GB[i])), "gb[%zu]: %.9g vs %.9g",
+                  i, ag_get_grad(b, i), GB[i]);
     ag_tape_free(t);
     ag_tensor_free(a);
     ag_tensor_free(b);
@@ -71,6 +73,9 @@ Test(gemm, tiny_sizes_take_the_plain_loop)
 {
     check_size(AG_F64, 1, 1, 1, 1e-12);
     check_size(AG_F64, 3, 5, 7, 1e-12);
+    check_size(AG_F64, 8, 8, 8, 1e-12); /* 512 multiply-adds: the last plain one */
+    check_size(AG_F32, 8, 8, 8, 1e-5);
+    check_size(AG_F64, 8, 8, 9, 1e-12); /* packed */
     check_size(AG_F64, 16, 16, 16, 1e-12);
 }
 
@@ -83,12 +88,28 @@ Test(gemm, edges_of_register_tiles)
 
 Test(gemm, every_cache_block_boundary_f64)
 {
-    check_size(AG_F64, 150, 1030, 300, 1e-11); /* m > MC, n > NC, k > KC */
+    check_size(AG_F64, 150, 2100, 600, 1e-11); /* m > MC = 96, n > NC = 2048, k > KC = 512 */
 }
 
 Test(gemm, every_cache_block_boundary_f32)
 {
-    check_size(AG_F32, 150, 1030, 300, 1e-4);
+    /* ga sums 2100 products of N(0,1) values in f32: a result near 0 can be
+     * off by 1e-4 (rounding of ~1600 in magnitudes, 7e-8 relative) */
+    check_size(AG_F32, 150, 2100, 600, 1e-3);
+}
+
+/* Few rows: B's panels read in place (m <= 24); few columns: A's when A
+ * is read transposed (n <= 4 NR: 64 f32, 32 f64), as in the backward
+ * product of a layer's weights. Each at, below and above the threshold,
+ * with edge panels, and deeper than KC so a second k-block starts. */
+Test(gemm, panels_read_in_place_for_few_rows_or_columns)
+{
+    static const size_t ms[] = {6, 10, 24, 25}, ns[] = {16, 30, 32, 33, 64, 65};
+    for (size_t i = 0; i < 4; i++)
+        for (size_t j = 0; j < 6; j++) {
+            check_size(AG_F32, ms[i], ns[j], 700, 1e-4);
+            check_size(AG_F64, ms[i], ns[j], 700, 1e-11);
+        }
 }
 
 Test(gemm, nielsen_layer_shapes)

@@ -14,12 +14,6 @@ typedef struct {
 
 enum { GEMM_MR = 6, GEMM_KC = 512, GEMM_MC = 96, GEMM_NC = 2048 };
 
-#if defined(__GNUC__) && defined(__x86_64__) && !defined(__clang__)
-#define AG_KERNEL_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
-#else
-#define AG_KERNEL_CLONES
-#endif
-
 #define T float
 #define V v8f
 #define VU v8f_u
@@ -62,7 +56,9 @@ static size_t scratch_elems(size_t m, size_t n, size_t k, size_t nr, size_t *b_e
     return *b_elems + mc * kc;
 }
 
-/* The plain triple loop, for products too small to pay for packing. */
+/* The plain triple loop, for products too small to pay for packing; its
+ * inner loop runs along a row of B, which vectorises when B is row-major.
+ * Each element of C still sums its products in order of p. */
 static void gemm_small(ag_dtype dt, size_t m, size_t n, size_t k, const gemm_op *A,
                        const gemm_op *B, void *C)
 {
@@ -71,9 +67,14 @@ static void gemm_small(ag_dtype dt, size_t m, size_t n, size_t k, const gemm_op 
         T *c = C;
         for (size_t i = 0; i < m; i++)
             for (size_t p = 0; p < k; p++) {
-                T aip = a[i * A->rs + p * A->cs];
-                for (size_t j = 0; j < n; j++)
-                    c[i * n + j] += aip * b[p * B->rs + j * B->cs];
+                T aip = a[i * A->rs + p * A->cs], *ci = c + i * n;
+                const T *bp = b + p * B->rs;
+                if (B->cs == 1)
+                    for (size_t j = 0; j < n; j++)
+                        ci[j] += aip * bp[j];
+                else
+                    for (size_t j = 0; j < n; j++)
+                        ci[j] += aip * bp[j * B->cs];
             }
     });
 }
@@ -122,13 +123,16 @@ static void gemm_stripe(void *ctx, size_t task)
  * others costs more than they would save. */
 #define GEMM_PARALLEL_MIN ((size_t)1 << 21)
 
+/* Products of at most this many multiply-adds take the plain loop. */
+#define GEMM_SMALL_MAX 512
+
 ag_status ag__gemm(ag_tape *t, ag_dtype dt, bool ta, bool tb, size_t m, size_t n, size_t k,
                    const void *A, const void *B, bool accumulate, void *C)
 {
     size_t es = ag_dtype_size(dt);
     gemm_job j = {.dt = dt, .m = m, .n = n, .k = k, .by_rows = m >= n, .C = C, .accumulate = accumulate,
                   .A = {A, ta ? 1 : k, ta ? m : 1}, .B = {B, tb ? 1 : n, tb ? k : 1}};
-    if (m * n * k <= 4096 || k == 0) { /* the packed path overwrites C, this one adds */
+    if (m * n * k <= GEMM_SMALL_MAX || k == 0) { /* the packed path overwrites C, this one adds */
         if (!accumulate)
             memset(C, 0, m * n * es);
         gemm_small(dt, m, n, k, &j.A, &j.B, C);
