@@ -5,6 +5,8 @@
  * A rank-2 operand is shared by every batch entry (its stride is 0). */
 #include "../internal.h"
 
+#include <stdio.h>
+
 typedef struct {
     size_t batch, m, k, n;
     size_t stride_a, stride_b; /* elements between batch entries; 0 = shared */
@@ -22,21 +24,29 @@ static mm_dims dims_of(const ag_tensor *a, const ag_tensor *b)
     return d;
 }
 
+/* Reports a shape error naming both operands' shapes. */
+static ag_status matmul_error(ag_tape *t, const ag_tensor *a, const ag_tensor *b, const char *why)
+{
+    char sa[AG_SHAPE_BUF], sb[AG_SHAPE_BUF];
+    return ag__error(t, AG_ERR_SHAPE, "ag_matmul: %s · %s: %s", ag__shape_str(a, sa, sizeof sa),
+                     ag__shape_str(b, sb, sizeof sb), why);
+}
+
 ag_status ag__matmul_shape(ag_tape *t, ag_record *r, ag_tensor *out)
 {
     const ag_tensor *a = r->in[0], *b = r->in[1];
-    char sa[AG_SHAPE_BUF], sb[AG_SHAPE_BUF];
-    ag__shape_str(a, sa, sizeof sa);
-    ag__shape_str(b, sb, sizeof sb);
     if (a->rank < 2 || a->rank > 3 || b->rank < 2 || b->rank > 3)
-        return ag__error(t, AG_ERR_SHAPE, "ag_matmul: %s · %s: operands must have rank 2 or 3", sa, sb);
+        return matmul_error(t, a, b, "operands must have rank 2 or 3");
     size_t ka = a->shape[a->rank - 1], kb = b->shape[b->rank - 2];
-    if (ka != kb)
-        return ag__error(t, AG_ERR_SHAPE, "ag_matmul: %s · %s: inner dimensions %zu and %zu differ",
-                         sa, sb, ka, kb);
-    if (a->rank == 3 && b->rank == 3 && a->shape[0] != b->shape[0])
-        return ag__error(t, AG_ERR_SHAPE, "ag_matmul: %s · %s: batch sizes %zu and %zu differ",
-                         sa, sb, a->shape[0], b->shape[0]);
+    char why[96];
+    if (ka != kb) {
+        snprintf(why, sizeof why, "inner dimensions %zu and %zu differ", ka, kb);
+        return matmul_error(t, a, b, why);
+    }
+    if (a->rank == 3 && b->rank == 3 && a->shape[0] != b->shape[0]) {
+        snprintf(why, sizeof why, "batch sizes %zu and %zu differ", a->shape[0], b->shape[0]);
+        return matmul_error(t, a, b, why);
+    }
     mm_dims d = dims_of(a, b);
     out->rank = (a->rank == 3 || b->rank == 3) ? 3 : 2;
     size_t *s = out->shape + out->rank - 2;
