@@ -186,7 +186,9 @@ ag_status nn_optim_new(const nn_optim_config *cfg, const nn_param *params, size_
                        nn_optim **out, nn_error *err);
 /* Frees the optimizer (not the parameters). NULL is a no-op. */
 void nn_optim_free(nn_optim *opt);
-/* One update of every parameter from its gradient. AG_ERR_NULL for NULL. */
+/* One update of every parameter from its gradient, on the calling thread
+ * (nn_mlp_train_step spreads it over the tape's threads). AG_ERR_NULL for
+ * NULL. */
 ag_status nn_optim_step(nn_optim *opt);
 /* Sets every parameter's gradient to 0. NULL is a no-op. */
 void nn_optim_zero_grad(nn_optim *opt);
@@ -306,9 +308,11 @@ ag_status nn_accuracy(const ag_tensor *out, const ag_tensor *target, double *acc
 /* ---------------------------------------------------------- training */
 
 /* One training step: zero the optimizer's grads, forward x, cost against y,
- * backward, optimizer step, ag_tape_reset(t). *loss (may be NULL) gets the
- * cost before the step. In steady state it allocates nothing. Errors: the
- * tape's (message copied into err before the reset), AG_ERR_NULL. */
+ * backward, optimizer step, ag_tape_reset(t). The zeroing and the step run
+ * over t's threads, like its ops (same bits for any count). *loss (may be
+ * NULL) gets the cost before the step. In steady state it allocates
+ * nothing. Errors: the tape's (message copied into err before the reset),
+ * AG_ERR_NULL. */
 ag_status nn_mlp_train_step(nn_mlp *net, ag_tape *t, nn_optim *opt, nn_cost cost,
                             ag_tensor *x, ag_tensor *y, double *loss, nn_error *err);
 /* The accuracy (see nn_accuracy) of the model on x against target, computed
