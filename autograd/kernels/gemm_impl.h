@@ -112,10 +112,12 @@ static void FN(pack_b)(const gemm_op *B, size_t p0, size_t j0, size_t kc, size_t
             const T *row = b + (p0 + p) * B->rs + j0;
             for (size_t jr = 0; jr < full; jr += FN(NR))
                 memcpy(pb + jr * kc + p * FN(NR), row + jr, FN(NR) * sizeof(T));
-            T *dst = pb + full * kc + p * FN(NR);
+            if (w == 0)
+                continue;
+            T *dst = pb + full * kc + p * FN(NR); /* the last, narrow panel */
             for (size_t c = 0; c < w; c++)
                 dst[c] = row[full + c];
-            for (size_t c = w; w && c < FN(NR); c++)
+            for (size_t c = w; c < FN(NR); c++)
                 dst[c] = 0;
         }
         return;
