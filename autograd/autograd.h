@@ -8,6 +8,17 @@
  * caller. Every tensor an op returns lives in the tape's arena until
  * ag_tape_reset or ag_tape_free; never free it yourself.
  *
+ * Handles: an op result is valid until its tape's next reset. Giving one
+ * to an op or to ag_backward after that is an error (AG_ERR_STATE, "input
+ * 1 is a stale handle"), right after the reset and after new ops alike;
+ * see ag_tape_reset for exactly what is guaranteed. A leaf that a tape
+ * still uses is never freed under it: ag_tensor_free then only drops the
+ * caller's hold, and the tape lets go of it at its next reset or free.
+ *
+ * Threads: a tape belongs to one thread at a time (checked mode reports a
+ * second thread entering it). Two tapes on two threads may share leaves,
+ * e.g. one model's parameters for inference.
+ *
  * Errors: every op takes the tape first. A failing op (NULL argument, shape or
  * dtype mismatch, size overflow, out of memory, invalid value) puts the tape in
  * an error state that keeps the FIRST error, and returns NULL. Once the tape is
@@ -103,7 +114,8 @@ uint64_t ag_rng_below(ag_rng *rng, uint64_t n);  /* in [0, n), unbiased; 0 if n 
 /* Leaf tensors: row-major, rank 0..AG_MAX_RANK. shape may be NULL when rank
  * is 0 (a scalar). The caller owns the result and frees it with
  * ag_tensor_free. They return NULL when dtype or rank is invalid, shape is
- * NULL with rank > 0, the byte size overflows, or allocation fails.
+ * NULL with rank > 0, the byte size overflows, or allocation fails; then
+ * ag_last_status() and ag_last_error() say why.
  * AG_SHAPE(3, 4) expands to the two arguments `shape, rank`. */
 #define AG_SHAPE(...) (const size_t[]){__VA_ARGS__}, \
     (sizeof((const size_t[]){__VA_ARGS__}) / sizeof(size_t))
@@ -123,8 +135,24 @@ ag_tensor *ag_rand_uniform(ag_dtype dt, const size_t *shape, size_t rank,
                            double lo, double hi, ag_rng *rng);
 ag_tensor *ag_rand_normal(ag_dtype dt, const size_t *shape, size_t rank,
                           double mean, double std, ag_rng *rng);
+/* A leaf over numel(shape) elements of base's data (and grad, when base
+ * has one) from element offset on, without copying: a reshape or a slice
+ * of a leaf that needs no tape (e.g. labels [n] seen as [n, 1]). The view
+ * keeps base alive until the view is freed; it starts with base's
+ * requires_grad. NULL when base is NULL, freed or an op result, or the
+ * shape does not fit (ag_last_error says which). */
+ag_tensor *ag_leaf_view(ag_tensor *base, size_t offset, const size_t *shape, size_t rank);
+/* Why the calling thread's last leaf constructor (ag_zeros ... ag_leaf_view)
+ * returned NULL: a status and a message naming the constructor and the
+ * cause ("ag_zeros: rank 9 is more than 8"); AG_OK and "" after one that
+ * succeeded. Per thread, as errno. */
+ag_status ag_last_status(void);
+const char *ag_last_error(void);
 /* Frees a leaf tensor (and the grad buffer it allocated). NULL is a no-op;
- * a tensor returned by an op belongs to its tape and is left alone. */
+ * a tensor returned by an op belongs to its tape and is left alone. If a
+ * tape still uses the leaf (an op of its current generation took it), the
+ * memory stays until that tape's next reset or free: its records and
+ * backward stay valid, and an op given the freed leaf reports it. */
 void ag_tensor_free(ag_tensor *x);
 
 /* Marks a leaf as a parameter whose gradient backward accumulates. Setting
@@ -163,8 +191,19 @@ ag_status ag_tensor_print(const ag_tensor *x, FILE *out);
 ag_tape *ag_tape_new(void);
 /* Frees the tape and every tensor its ops returned. NULL is a no-op. */
 void ag_tape_free(ag_tape *t);
-/* Drops every record and op result in O(1) and clears the error; the arena's
- * memory is kept for the next step, so a steady-state step allocates nothing. */
+/* Drops every record and op result and clears the error; the arena's
+ * memory is kept for the next step, so a steady-state step allocates
+ * nothing. It costs O(1) plus one step per distinct leaf the tape used.
+ *
+ * What happens to a handle kept across the reset: the tape keeps two
+ * arenas and alternates between them, so the op results of the generation
+ * just ended are never overwritten by the next one; an op or ag_backward
+ * given such a handle reports AG_ERR_STATE naming the op and the argument,
+ * however many ops have run since. A handle two or more resets old is
+ * reported unless a later generation has since put an op result at the
+ * very same address (then it is read as that result). In AddressSanitizer
+ * builds every byte of an ended generation is poisoned: a raw data pointer
+ * kept across a reset is reported when read. */
 void ag_tape_reset(ag_tape *t);
 /* Recording on (the default) or off; returns the previous setting. With
  * recording off, ops compute values and record nothing (inference). */
@@ -180,11 +219,14 @@ bool ag_tape_set_checked(ag_tape *t, bool on);
 ag_status ag_tape_status(const ag_tape *t);
 const char *ag_tape_error(const ag_tape *t);
 /* Threads the tape's large ops (GEMM, elementwise passes over more than
- * 16k elements) may use: n, or with n == 0 (the default) one per CPU this
- * process may run on (its affinity mask on Linux, else the online CPUs).
- * Results are bitwise the same for any count. The threads start with the
- * first op big enough to split. */
+ * 16k elements) may use: n (at most 1024), or with n == 0 (the default)
+ * one per CPU this process may run on (its affinity mask on Linux, else
+ * the online CPUs). Results are bitwise the same for any count. The
+ * threads start with the first op big enough to split. */
 void ag_tape_set_threads(ag_tape *t, size_t n);
+/* The threads the tape's ops run on, the caller included: the pool's size
+ * once started (1 if it could not start), before that the count it will
+ * start with. */
 size_t ag_tape_threads(const ag_tape *t);
 /* Calls fn(ctx, lo, hi) on chunks that together cover [0, n) once: spread
  * over t's threads when n is 16k or more, else one call fn(ctx, 0, n) on the
@@ -201,6 +243,11 @@ ag_status ag_tape_fail(ag_tape *t, ag_status s, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)))
 #endif
     ;
+/* Checks a tensor before a layer built on the engine uses it on t, as every
+ * op checks its inputs: x NULL, made on another tape, a stale handle (made
+ * before t's last reset) or a freed leaf puts t in error with "FN: ARG is
+ * ..." (AG_ERR_NULL or AG_ERR_STATE). Returns the tape's status. */
+ag_status ag_tape_check_input(ag_tape *t, ag_tensor *x, const char *fn, const char *arg);
 /* Number of records on the tape. */
 size_t ag_tape_size(const ag_tape *t);
 
@@ -304,6 +351,7 @@ typedef struct {
     double numeric;       /* the two gradients there */
     double analytic;
     size_t checked;       /* elements compared */
+    char message[256];    /* why the check could not run ("" when it ran) */
 } ag_gradcheck_report;
 
 /* Compares backward's gradient of fn with central finite differences
@@ -312,7 +360,8 @@ typedef struct {
  * their grads and values; an input that had no grad buffer keeps a zeroed
  * one). A non-scalar output y is reduced to Σ r·y with a
  * fixed random r, so every element takes part. Returns AG_OK when the check
- * ran (see report->passed), else the error of fn or of the arguments. */
+ * ran (see report->passed), else the error of fn or of the arguments, with
+ * report->message saying why (fn's own message when fn failed). */
 ag_status ag_gradcheck(ag_fn fn, void *ctx, size_t n_inputs, ag_tensor *const *inputs,
                        double eps, double atol, double rtol, ag_gradcheck_report *report);
 

@@ -2,6 +2,7 @@
 #include "internal.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <string.h>
 
 typedef struct {
@@ -96,17 +97,40 @@ static ag_status gc_numeric(gc_run *g, const gc_input *in, double eps, double at
     return AG_OK;
 }
 
+/* Why the check cannot run, into the report; returns s. */
+static ag_status gc_fail(ag_gradcheck_report *rep, ag_status s, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 3, 4)))
+#endif
+    ;
+
+static ag_status gc_fail(ag_gradcheck_report *rep, ag_status s, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(rep->message, sizeof rep->message, fmt, ap);
+    va_end(ap);
+    return s;
+}
+
 static ag_status gc_check_args(ag_fn fn, size_t n, ag_tensor *const *inputs, ag_gradcheck_report *rep)
 {
-    if (!fn || !rep || (n && !inputs))
-        return AG_ERR_NULL;
+    if (!fn)
+        return gc_fail(rep, AG_ERR_NULL, "ag_gradcheck: fn is NULL");
+    if (n && !inputs)
+        return gc_fail(rep, AG_ERR_NULL, "ag_gradcheck: inputs is NULL");
     for (size_t i = 0; i < n; i++) {
         if (!inputs[i])
-            return AG_ERR_NULL;
+            return gc_fail(rep, AG_ERR_NULL, "ag_gradcheck: input %zu is NULL", i + 1);
         if (inputs[i]->dtype != AG_F64)
-            return AG_ERR_DTYPE;
+            return gc_fail(rep, AG_ERR_DTYPE,
+                           "ag_gradcheck: input %zu is %s: the check runs in f64 (central "
+                           "differences in f32 keep only a few digits); check an f64 copy",
+                           i + 1, ag_dtype_name(inputs[i]->dtype));
         if (inputs[i]->origin == AG_TAPE)
-            return AG_ERR_STATE;
+            return gc_fail(rep, AG_ERR_STATE,
+                           "ag_gradcheck: input %zu is an op result; the inputs must be leaves",
+                           i + 1);
     }
     return AG_OK;
 }
@@ -143,10 +167,12 @@ static void gc_restore(ag_tensor *x, gc_input *in)
 ag_status ag_gradcheck(ag_fn fn, void *ctx, size_t n_inputs, ag_tensor *const *inputs,
                        double eps, double atol, double rtol, ag_gradcheck_report *report)
 {
+    if (!report)
+        return AG_ERR_NULL;
+    memset(report, 0, sizeof *report);
     ag_status s = gc_check_args(fn, n_inputs, inputs, report);
     if (s != AG_OK)
         return s;
-    memset(report, 0, sizeof *report);
     report->passed = true;
     size_t bytes = n_inputs * sizeof(gc_input);
     gc_input *in = n_inputs ? ag__calloc(bytes) : NULL;
@@ -169,9 +195,14 @@ ag_status ag_gradcheck(ag_fn fn, void *ctx, size_t n_inputs, ag_tensor *const *i
         gc_restore(inputs[i], &in[i]);
     ag__free(in, bytes);
     ag_tensor_free(g.proj);
-    ag_tape_free(g.tape);
-    if (s != AG_OK)
+    if (s != AG_OK) {
         report->passed = false;
+        if (g.tape && ag_tape_status(g.tape) != AG_OK)
+            gc_fail(report, s, "ag_gradcheck: fn failed: %s", ag_tape_error(g.tape));
+        else
+            gc_fail(report, s, "ag_gradcheck: %s", ag_status_string(s));
+    }
+    ag_tape_free(g.tape);
     return s;
 }
 

@@ -5,6 +5,7 @@
 #include "autograd.h"
 
 #include <stdarg.h>
+#include <stdatomic.h>
 
 #define AG_NAME_MAX 32
 #define AG_MSG_MAX 256
@@ -14,7 +15,7 @@
 /* Where a tensor's memory comes from decides who frees it. */
 typedef enum {
     AG_LEAF_OWNED, /* caller's leaf; data allocated with the struct */
-    AG_LEAF_VIEW,  /* caller's leaf wrapping caller memory */
+    AG_LEAF_VIEW,  /* caller's leaf wrapping caller memory or another leaf's */
     AG_TAPE        /* op result in a tape's arena */
 } ag_origin;
 
@@ -24,14 +25,24 @@ struct ag_tensor {
     bool requires_grad;
     bool grad_owned;    /* a leaf's grad buffer was allocated here */
     bool retain_grad;
+    bool freed;         /* leaf: the caller freed it; a tape still holds it */
     size_t rank;
     size_t shape[AG_MAX_RANK];
     size_t numel;
     void *data;
     void *grad;         /* leaf: persistent; op result: retained grad or NULL */
     ag_tape *tape;      /* the tape that made it (op results only) */
+    uint64_t stamp;     /* op result: its tape's generation stamp when made */
     void *work;         /* op result: gradient during the current backward */
     uint64_t work_pass; /* which backward pass `work` belongs to */
+    /* Leaves only. A leaf lives while its caller or a tape generation holds
+     * it: refs counts the caller (1 until ag_tensor_free) plus one per tape
+     * generation that used it; mark is the stamp of the last generation
+     * that took a reference, so a leaf used 1000 times in a step is counted
+     * once. Atomic: two tapes on two threads may share a model. */
+    _Atomic size_t refs;
+    _Atomic uint64_t mark;
+    ag_tensor *base;    /* a view made by ag_leaf_view holds its base */
     size_t alloc_size;  /* bytes of this leaf's own allocation */
     char name[AG_NAME_MAX];
 };
@@ -112,18 +123,139 @@ static inline bool ag__numel(const size_t *shape, size_t rank, size_t *out)
     return true;
 }
 
-/* Tape (tape.c). */
-void *ag__arena_alloc(ag_tape *t, size_t n);     /* NULL + NOMEM error on failure */
+/* The arena (arena.c) is a list of chunks kept across resets: a reset only
+ * rewinds it, so a steady-state step reuses the memory of the step before
+ * and calls the allocator zero times. */
+typedef struct ag_chunk {
+    struct ag_chunk *next;
+    size_t size, used;   /* used is kept a multiple of AG_SMALL_ALIGN */
+    unsigned char *data; /* AG_ALIGN-aligned, inside this allocation */
+} ag_chunk;
+
+typedef struct {
+    ag_chunk *first, *cur;
+} ag_arena;
+
+typedef struct ag_pool ag_pool;
+
+/* A tape keeps two arenas and alternates between them at each reset, so
+ * the op results of the generation before stay untouched: a handle kept
+ * across a reset still shows its old stamp, and the next op reports it
+ * (see ag__stale). */
+struct ag_tape {
+    ag_arena arenas[2];
+    ag_arena *arena;         /* the current generation's */
+    uint64_t stamp;          /* unique to this tape and generation */
+    ag_record *recs;
+    size_t n_recs, cap_recs;
+    ag_tensor **leaves;      /* leaves this generation holds a reference to */
+    size_t n_leaves, cap_leaves;
+    const ag_record *active; /* the op being run, for out-of-memory messages */
+    bool in_backward;
+    bool recording;
+    bool checked;            /* trace the first NaN/Inf to its op */
+    atomic_bool busy;        /* checked mode: an op is running (one thread per tape) */
+    uint64_t pass;           /* counts backward passes; tags work buffers */
+    size_t threads;          /* asked for; 0 = one per CPU we may use */
+    size_t cpus;             /* CPUs we may use, read when the tape is made */
+    ag_pool *pool;           /* started on first parallel op */
+    bool pool_failed;        /* it could not start: ops run on the caller */
+    void *scratch;           /* kernels' packing space, grow-only */
+    size_t scratch_size;
+    ag_status status;
+    char msg[AG_MSG_MAX];
+};
+
+/* Buffers of a cache line or more start on a line, for the vector loops;
+ * smaller ones (a scalar graph's values, its tensor structs) are packed
+ * 16 bytes apart, so a graph of 100,000 scalars streams through less
+ * memory forward and back. */
+#define AG_SMALL_ALIGN 16
+
+void ag__arena_free(ag_arena *a);
+/* Starts a generation in a: rewinds it (and in sanitizer builds marks all
+ * of it unaddressable until handed out again). */
+void ag__arena_rewind(ag_arena *a);
+/* Marks all of a unaddressable (AddressSanitizer builds; else nothing). */
+void ag__arena_poison(ag_arena *a);
+/* The slow path: the next kept chunk that fits, or a new one. */
+void *ag__arena_grow(ag_tape *t, size_t n);
+
+/* n bytes from chunk c at the given alignment, n already rounded up to
+ * AG_SMALL_ALIGN; NULL if they do not fit. */
+static inline void *ag__chunk_take(ag_chunk *c, size_t n, size_t align)
+{
+    size_t at = (c->used + align - 1) & ~(align - 1);
+    if (at > c->size || n > c->size - at)
+        return NULL;
+    c->used = at + n;
+    return c->data + at;
+}
+
+static inline size_t ag__arena_align(size_t n) { return n < 4 * AG_ALIGN ? AG_SMALL_ALIGN : AG_ALIGN; }
+
+#if defined(__SANITIZE_ADDRESS__)
+#define AG_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define AG_ASAN 1
+#endif
+#endif
+#ifdef AG_ASAN
+#include <sanitizer/asan_interface.h>
+#define AG_UNPOISON(p, n) ASAN_UNPOISON_MEMORY_REGION((p), (n))
+#else
+#define AG_UNPOISON(p, n) ((void)(p), (void)(n))
+#endif
+
+/* The bump allocation every op result takes; inlined into the hot paths.
+ * NULL with an error on t (naming t->active's op) on failure. */
+static inline void *ag__arena_alloc(ag_tape *t, size_t n)
+{
+    if (n > SIZE_MAX - AG_ALIGN)
+        return ag__arena_grow(t, n); /* reports the overflow */
+    n = n ? (n + AG_SMALL_ALIGN - 1) & ~(size_t)(AG_SMALL_ALIGN - 1) : AG_SMALL_ALIGN;
+    ag_chunk *c = t->arena->cur;
+    void *p = c ? ag__chunk_take(c, n, ag__arena_align(n)) : NULL;
+    if (!p)
+        return ag__arena_grow(t, n);
+    AG_UNPOISON(p, n);
+    return p;
+}
+
 void *ag__arena_zeros(ag_tape *t, size_t n);
+
+/* Tape (tape.c). */
 ag_status ag__error(ag_tape *t, ag_status s, const char *fmt, ...)
 #if defined(__GNUC__)
     __attribute__((format(printf, 3, 4)))
 #endif
     ;
 ag_tensor *ag__apply(ag_tape *t, ag_op op, ag_tensor *a, ag_tensor *b, const ag_attr *attr);
+/* "[3,4] 'W1', [4]": the inputs of r with the names users gave them. */
+const char *ag__describe_inputs(const ag_record *r, char *buf, size_t cap);
+/* Checks a tensor handle given to fn as its argument `arg` before t uses
+ * it: NULL, made on another tape, from an earlier generation of t (a
+ * reset came between), or a leaf its caller freed. Reports on t and
+ * returns false; else takes a reference on a leaf for this generation. */
+bool ag__take(ag_tape *t, ag_tensor *x, const char *fn, const char *arg);
+/* Drops a reference on a leaf; the last one frees it. */
+void ag__leaf_release(ag_tensor *x);
 /* "[3,4]" into buf (at least 96 bytes); returns buf. */
 const char *ag__shape_str(const ag_tensor *x, char *buf, size_t cap);
 #define AG_SHAPE_BUF 96
+
+/* Checked mode: false, with the tape in error naming r's op and `what`, when
+ * x's shape of values holds a NaN or Inf. */
+bool ag__check_finite(ag_tape *t, const ag_record *r, const ag_tensor *x, const void *values,
+                      const char *what);
+
+/* Leaves (tensor.c). Records the reason a leaf constructor failed, for ag_last_error. */
+void ag__leaf_error(ag_status s, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 2, 3)))
+#endif
+    ;
 
 /* Shape rules shared by several op families. */
 ag_status ag__shape_same(ag_tape *t, ag_record *r, ag_tensor *out);
@@ -185,7 +317,6 @@ ag_status ag__gemm(ag_tape *t, ag_dtype dt, bool ta, bool tb, size_t m, size_t n
                    const void *A, const void *B, bool accumulate, void *C);
 /* Thread pool (kernels/pool.c). A job is n_tasks calls fn(ctx, task), spread
  * over the pool's threads and the caller; run returns when all are done. */
-typedef struct ag_pool ag_pool;
 typedef void (*ag_task_fn)(void *ctx, size_t task);
 ag_pool *ag__pool_new(size_t n_workers);   /* NULL on failure */
 void ag__pool_free(ag_pool *p);

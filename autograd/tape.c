@@ -1,4 +1,5 @@
-/* tape.c: the arena, the records, the sticky status, and backward. */
+/* tape.c: the tape's life cycle and settings, the sticky status, the
+ * handles an op accepts, and recording an op. */
 #define _POSIX_C_SOURCE 200809L /* sysconf */
 #if defined(__linux__)
 #define _GNU_SOURCE /* sched_getaffinity: the CPUs this process may run on */
@@ -11,32 +12,19 @@
 #include <math.h>
 #include <string.h>
 
-/* The arena is a list of chunks that is kept across resets: a reset only
- * rewinds to the first chunk, so a steady-state step reuses the memory of
- * the step before and calls the allocator zero times. */
-typedef struct ag_chunk {
-    struct ag_chunk *next;
-    size_t size, used;   /* used is kept a multiple of AG_SMALL_ALIGN */
-    unsigned char *data; /* AG_ALIGN-aligned, inside this allocation */
-} ag_chunk;
+/* More threads than this is a mistake (2^61 has been asked for), not a
+ * machine: the count is capped here. */
+#define AG_MAX_THREADS 1024
 
-struct ag_tape {
-    ag_chunk *first, *cur;
-    ag_record *recs;
-    size_t n_recs, cap_recs;
-    bool recording;
-    bool checked;            /* trace the first NaN/Inf to its op */
-    uint64_t pass;           /* counts backward passes; tags work buffers */
-    size_t threads;          /* asked for; 0 = one per CPU we may use */
-    size_t cpus;             /* CPUs we may use, read when the tape is made */
-    ag_pool *pool;           /* started on first parallel op */
-    void *scratch;           /* kernels' packing space, grow-only */
-    size_t scratch_size;
-    ag_status status;
-    char msg[AG_MSG_MAX];
-};
+/* Generation stamps, unique across every tape of the process: a handle
+ * compares its stamp with its tape's, and a leaf remembers the last
+ * generation that holds it. A counter, not state that changes results. */
+static _Atomic uint64_t next_stamp = 1;
 
-#define AG_CHUNK_MIN ((size_t)1 << 16)
+static uint64_t new_stamp(void)
+{
+    return atomic_fetch_add_explicit(&next_stamp, 1, memory_order_relaxed);
+}
 
 /* The CPUs this process may run on: under taskset or a cpuset that is
  * fewer than the machine has, and a thread per online CPU would make the
@@ -56,21 +44,32 @@ ag_tape *ag_tape_new(void)
 {
     ag_tape *t = ag__calloc(sizeof *t);
     if (t) {
+        t->arena = &t->arenas[0];
+        t->stamp = new_stamp();
         t->recording = true;
         t->cpus = usable_cpus();
+        atomic_init(&t->busy, false);
     }
     return t;
+}
+
+/* Ends the generation's hold on the leaves its records point at. */
+static void release_leaves(ag_tape *t)
+{
+    for (size_t i = 0; i < t->n_leaves; i++)
+        ag__leaf_release(t->leaves[i]);
+    t->n_leaves = 0;
 }
 
 void ag_tape_free(ag_tape *t)
 {
     if (!t)
         return;
-    for (ag_chunk *c = t->first, *next; c; c = next) {
-        next = c->next;
-        ag__free(c, sizeof *c + AG_ALIGN + c->size);
-    }
+    release_leaves(t);
+    ag__arena_free(&t->arenas[0]);
+    ag__arena_free(&t->arenas[1]);
     ag__free(t->recs, t->cap_recs * sizeof *t->recs);
+    ag__free(t->leaves, t->cap_leaves * sizeof *t->leaves);
     ag__free(t->scratch, t->scratch_size + AG_ALIGN);
     ag__pool_free(t->pool);
     ag__free(t, sizeof *t);
@@ -80,10 +79,13 @@ void ag_tape_reset(ag_tape *t)
 {
     if (!t)
         return;
-    t->cur = t->first;
-    if (t->cur)
-        t->cur->used = 0;
+    release_leaves(t);
+    ag__arena_poison(t->arena); /* a raw pointer kept across the reset is caught */
+    t->arena = t->arena == &t->arenas[0] ? &t->arenas[1] : &t->arenas[0];
+    ag__arena_rewind(t->arena);
+    t->stamp = new_stamp();
     t->n_recs = 0;
+    t->active = NULL;
     t->status = AG_OK;
     t->msg[0] = '\0';
 }
@@ -99,11 +101,20 @@ bool ag_tape_set_recording(ag_tape *t, bool on)
 
 bool ag_tape_recording(const ag_tape *t) { return t && t->recording; }
 
+/* The count the pool starts with (or has). */
+static size_t planned_threads(const ag_tape *t)
+{
+    size_t n = t->threads ? t->threads : t->cpus;
+    return n < AG_MAX_THREADS ? n : AG_MAX_THREADS;
+}
+
 size_t ag_tape_threads(const ag_tape *t)
 {
     if (!t)
         return 0;
-    return t->threads ? t->threads : t->cpus;
+    if (t->pool)
+        return ag__pool_threads(t->pool);
+    return t->pool_failed ? 1 : planned_threads(t);
 }
 
 void ag_tape_set_threads(ag_tape *t, size_t n)
@@ -112,14 +123,17 @@ void ag_tape_set_threads(ag_tape *t, size_t n)
         return;
     ag__pool_free(t->pool); /* the next parallel op starts one of the new size */
     t->pool = NULL;
+    t->pool_failed = false;
     t->threads = n;
 }
 
 ag_pool *ag__tape_pool(ag_tape *t)
 {
-    size_t n = ag_tape_threads(t);
-    if (n > 1 && !t->pool)
+    size_t n = planned_threads(t);
+    if (n > 1 && !t->pool && !t->pool_failed) {
         t->pool = ag__pool_new(n - 1);
+        t->pool_failed = !t->pool;
+    }
     return n > 1 ? t->pool : NULL;
 }
 
@@ -186,114 +200,6 @@ ag_status ag_tape_fail(ag_tape *t, ag_status s, const char *fmt, ...)
     return s;
 }
 
-/* A chunk of size bytes (a multiple of AG_ALIGN) after an aligned start. */
-static ag_chunk *chunk_new(size_t size)
-{
-    ag_chunk *c = ag__alloc(sizeof *c + AG_ALIGN + size);
-    if (c) {
-        uintptr_t start = (uintptr_t)(c + 1);
-        c->data = (unsigned char *)((start + AG_ALIGN - 1) & ~(uintptr_t)(AG_ALIGN - 1));
-        c->next = NULL;
-        c->size = size;
-        c->used = 0;
-    }
-    return c;
-}
-
-/* n bytes from chunk c at the given alignment, n already rounded up to
- * AG_SMALL_ALIGN; NULL if they do not fit. */
-static inline void *chunk_take(ag_chunk *c, size_t n, size_t align)
-{
-    size_t at = (c->used + align - 1) & ~(align - 1);
-    if (at > c->size || n > c->size - at)
-        return NULL;
-    c->used = at + n;
-    return c->data + at;
-}
-
-/* Buffers of a cache line or more start on a line, for the vector loops;
- * smaller ones (a scalar graph's values, its tensor structs) are packed
- * 16 bytes apart, so a graph of 100,000 scalars streams through less
- * memory forward and back. */
-#define AG_SMALL_ALIGN 16
-static inline size_t arena_align(size_t n) { return n < 4 * AG_ALIGN ? AG_SMALL_ALIGN : AG_ALIGN; }
-
-/* The slow path of ag__arena_alloc: the next kept chunk that fits, or a new
- * one twice the size of the last. */
-static void *arena_grow(ag_tape *t, size_t n)
-{
-    for (ag_chunk *c = t->cur ? t->cur->next : NULL; c; c = c->next) {
-        c->used = 0; /* first visit to this chunk since the reset */
-        void *p = chunk_take(c, n, arena_align(n));
-        if (p) {
-            t->cur = c;
-            return p;
-        }
-    }
-    size_t last = 0;
-    for (ag_chunk *c = t->first; c; c = c->next)
-        last = c->size;
-    size_t size = last * 2 > AG_CHUNK_MIN ? last * 2 : AG_CHUNK_MIN;
-    if (n > SIZE_MAX / 2 - AG_ALIGN - sizeof(ag_chunk)) {
-        ag__error(t, AG_ERR_OVERFLOW, "arena: %zu bytes do not fit in memory", n);
-        return NULL;
-    }
-    if (size < n)
-        size = n;
-    ag_chunk *c = chunk_new(size);
-    if (!c) {
-        ag__error(t, AG_ERR_NOMEM, "arena: out of memory allocating %zu bytes", size);
-        return NULL;
-    }
-    ag_chunk **tail = &t->first;
-    while (*tail)
-        tail = &(*tail)->next;
-    *tail = c;
-    t->cur = c;
-    return chunk_take(c, n, arena_align(n));
-}
-
-/* The bump allocation every op result takes; inlined into the hot paths. */
-static inline void *arena_alloc(ag_tape *t, size_t n)
-{
-    if (n > SIZE_MAX - AG_ALIGN) {
-        ag__error(t, AG_ERR_OVERFLOW, "arena: %zu bytes do not fit in memory", n);
-        return NULL;
-    }
-    n = n ? (n + AG_SMALL_ALIGN - 1) & ~(size_t)(AG_SMALL_ALIGN - 1) : AG_SMALL_ALIGN;
-    void *p = t->cur ? chunk_take(t->cur, n, arena_align(n)) : NULL;
-    return p ? p : arena_grow(t, n);
-}
-
-void *ag__arena_alloc(ag_tape *t, size_t n)
-{
-    return arena_alloc(t, n);
-}
-
-void *ag__arena_zeros(ag_tape *t, size_t n)
-{
-    void *p = ag__arena_alloc(t, n);
-    if (p)
-        memset(p, 0, n);
-    return p;
-}
-
-void *ag__scratch(ag_tape *t, size_t n)
-{
-    if (n > t->scratch_size) {
-        void *p = n <= SIZE_MAX - AG_ALIGN ? ag__alloc(n + AG_ALIGN) : NULL;
-        if (!p) {
-            ag__error(t, AG_ERR_NOMEM, "scratch: out of memory allocating %zu bytes", n);
-            return NULL;
-        }
-        ag__free(t->scratch, t->scratch_size + AG_ALIGN);
-        t->scratch = p;
-        t->scratch_size = n;
-    }
-    uintptr_t base = (uintptr_t)t->scratch;
-    return (void *)((base + AG_ALIGN - 1) & ~(uintptr_t)(AG_ALIGN - 1));
-}
-
 /* The slot for the next record, growing the array when full; the record
  * is kept only when n_recs is then advanced. */
 static ag_record *next_record(ag_tape *t)
@@ -316,18 +222,102 @@ static ag_record *next_record(ag_tape *t)
     return &t->recs[t->n_recs];
 }
 
-/* Checks that the inputs exist, belong to t and agree in dtype. */
+/* ---------------------------------------------------------------- handles */
+
+typedef enum { TAKE_OK, TAKE_NULL, TAKE_STALE, TAKE_FOREIGN, TAKE_FREED, TAKE_NOMEM } take_result;
+
+static bool hold_leaf(ag_tape *t, ag_tensor *x)
+{
+    if (t->n_leaves == t->cap_leaves) {
+        size_t cap = t->cap_leaves ? t->cap_leaves * 2 : 64;
+        ag_tensor **leaves = cap < SIZE_MAX / sizeof *leaves ? ag__alloc(cap * sizeof *leaves) : NULL;
+        if (!leaves)
+            return false;
+        if (t->n_leaves)
+            memcpy(leaves, t->leaves, t->n_leaves * sizeof *leaves);
+        ag__free(t->leaves, t->cap_leaves * sizeof *leaves);
+        t->leaves = leaves;
+        t->cap_leaves = cap;
+    }
+    atomic_fetch_add_explicit(&x->refs, 1, memory_order_relaxed);
+    t->leaves[t->n_leaves++] = x;
+    atomic_store_explicit(&x->mark, t->stamp, memory_order_relaxed);
+    return true;
+}
+
+/* Whether t may use x now; a leaf is then held until t's next reset, so
+ * that freeing it meanwhile cannot pull memory from under the records. */
+static inline take_result take(ag_tape *t, ag_tensor *x)
+{
+    if (!x)
+        return TAKE_NULL;
+#ifdef AG_ASAN
+    if (__asan_address_is_poisoned(x))
+        return TAKE_STALE; /* a header in an arena rewound since */
+#endif
+    if (x->origin == AG_TAPE) {
+        if (x->stamp == t->stamp)
+            return TAKE_OK;
+        return x->tape == t ? TAKE_STALE : TAKE_FOREIGN;
+    }
+    if (x->freed)
+        return TAKE_FREED;
+    if (atomic_load_explicit(&x->mark, memory_order_relaxed) == t->stamp)
+        return TAKE_OK;
+    return hold_leaf(t, x) ? TAKE_OK : TAKE_NOMEM;
+}
+
+static void take_fail(ag_tape *t, take_result why, const char *fn, const char *arg)
+{
+    switch (why) {
+    case TAKE_OK:
+        return;
+    case TAKE_NULL:
+        ag__error(t, AG_ERR_NULL, "%s: %s is NULL", fn, arg);
+        return;
+    case TAKE_STALE:
+        ag__error(t, AG_ERR_STATE,
+                  "%s: %s is a stale handle: an op made it before the tape's last reset "
+                  "(op results live until ag_tape_reset)", fn, arg);
+        return;
+    case TAKE_FOREIGN:
+        ag__error(t, AG_ERR_STATE, "%s: %s was made on another tape", fn, arg);
+        return;
+    case TAKE_FREED:
+        ag__error(t, AG_ERR_STATE, "%s: %s was freed (ag_tensor_free)", fn, arg);
+        return;
+    case TAKE_NOMEM:
+        ag__error(t, AG_ERR_NOMEM, "%s: out of memory holding %s", fn, arg);
+        return;
+    }
+}
+
+bool ag__take(ag_tape *t, ag_tensor *x, const char *fn, const char *arg)
+{
+    take_result why = take(t, x);
+    take_fail(t, why, fn, arg);
+    return why == TAKE_OK;
+}
+
+ag_status ag_tape_check_input(ag_tape *t, ag_tensor *x, const char *fn, const char *arg)
+{
+    if (!t)
+        return AG_ERR_NULL;
+    if (t->status == AG_OK)
+        ag__take(t, x, fn ? fn : "?", arg ? arg : "tensor");
+    return t->status;
+}
+
+/* Checks the inputs' handles and that they agree in dtype. */
 static bool inputs_ok(ag_tape *t, const ag_op_def *def, const ag_record *r)
 {
     for (int i = 0; i < def->arity; i++) {
-        const ag_tensor *x = r->in[i];
-        if (!x) {
-            ag__error(t, AG_ERR_NULL, "ag_%s: input %d is NULL", def->name, i + 1);
-            return false;
-        }
-        if (x->origin == AG_TAPE && x->tape != t) {
-            ag__error(t, AG_ERR_STATE, "ag_%s: input %d was made on another tape",
-                      def->name, i + 1);
+        take_result why = take(t, r->in[i]);
+        if (why != TAKE_OK) {
+            char fn[48], arg[16];
+            snprintf(fn, sizeof fn, "ag_%s", def->name);
+            snprintf(arg, sizeof arg, "input %d", i + 1);
+            take_fail(t, why, fn, arg);
             return false;
         }
     }
@@ -338,6 +328,8 @@ static bool inputs_ok(ag_tape *t, const ag_op_def *def, const ag_record *r)
     }
     return true;
 }
+
+/* -------------------------------------------------------------- recording */
 
 /* Index of the first NaN or Inf among n elements, or n if all are finite. */
 static size_t first_nonfinite(ag_dtype dt, const void *p, size_t n)
@@ -350,8 +342,7 @@ static size_t first_nonfinite(ag_dtype dt, const void *p, size_t n)
     return n;
 }
 
-/* "[3,4] 'W1', [4]" : the inputs of r with the names users gave them. */
-static const char *describe_inputs(const ag_record *r, char *buf, size_t cap)
+const char *ag__describe_inputs(const ag_record *r, char *buf, size_t cap)
 {
     size_t used = 0;
     buf[0] = '\0';
@@ -366,9 +357,8 @@ static const char *describe_inputs(const ag_record *r, char *buf, size_t cap)
     return buf;
 }
 
-/* Checked mode: the op that first makes a NaN or Inf puts the tape in error. */
-static bool check_finite(ag_tape *t, const ag_record *r, const ag_tensor *x, const void *values,
-                         const char *what)
+bool ag__check_finite(ag_tape *t, const ag_record *r, const ag_tensor *x, const void *values,
+                      const char *what)
 {
     size_t i = first_nonfinite(x->dtype, values, x->numel);
     if (i == x->numel)
@@ -376,14 +366,12 @@ static bool check_finite(ag_tape *t, const ag_record *r, const ag_tensor *x, con
     char in[4 * AG_SHAPE_BUF];
     double v = x->dtype == AG_F32 ? (double)((const float *)values)[i] : ((const double *)values)[i];
     ag__error(t, AG_ERR_NUMERIC, "ag_%s: %s has %g at element %zu (inputs %s)",
-              ag_op_table[r->op].name, what, v, i, describe_inputs(r, in, sizeof in));
+              ag_op_table[r->op].name, what, v, i, ag__describe_inputs(r, in, sizeof in));
     return false;
 }
 
-ag_tensor *ag__apply(ag_tape *t, ag_op op, ag_tensor *a, ag_tensor *b, const ag_attr *attr)
+static ag_tensor *apply(ag_tape *t, ag_op op, ag_tensor *a, ag_tensor *b, const ag_attr *attr)
 {
-    if (!t || t->status != AG_OK)
-        return NULL;
     const ag_op_def *def = &ag_op_table[op];
     ag_record *r = next_record(t); /* built in place, kept if it must be */
     if (!r)
@@ -397,7 +385,7 @@ ag_tensor *ag__apply(ag_tape *t, ag_op op, ag_tensor *a, ag_tensor *b, const ag_
     if (!inputs_ok(t, def, r))
         return NULL;
     /* Only the fields an op result uses are set: this runs once per node. */
-    ag_tensor *out = arena_alloc(t, sizeof *out);
+    ag_tensor *out = ag__arena_alloc(t, sizeof *out);
     if (!out)
         return NULL;
     out->dtype = a->dtype;
@@ -406,6 +394,7 @@ ag_tensor *ag__apply(ag_tape *t, ag_op op, ag_tensor *a, ag_tensor *b, const ag_
     out->grad = out->work = NULL;
     out->work_pass = 0;
     out->tape = t;
+    out->stamp = t->stamp;
     out->name[0] = '\0';
     r->out = out;
     if (def->shape(t, r, out) != AG_OK)
@@ -416,13 +405,15 @@ ag_tensor *ag__apply(ag_tape *t, ag_op op, ag_tensor *a, ag_tensor *b, const ag_
         ag__error(t, AG_ERR_OVERFLOW, "ag_%s: the result's size overflows", def->name);
         return NULL;
     }
-    if (!def->view && !(out->data = arena_alloc(t, bytes)))
+    t->active = r; /* an allocation failure from here on names the op */
+    if (!def->view && !(out->data = ag__arena_alloc(t, bytes)))
         return NULL;
     /* An empty result has nothing to compute, and its other dims may be
      * huge ([2^62, 3, 0]): the ops' outer loops would run for ever. */
     if ((out->numel || def->view) && def->forward(t, r) != AG_OK)
         return NULL;
-    if (t->checked && !check_finite(t, r, out, out->data, "the result"))
+    t->active = NULL;
+    if (t->checked && !ag__check_finite(t, r, out, out->data, "the result"))
         return NULL;
     bool needs_grad = a->requires_grad || (def->arity == 2 && b->requires_grad);
     if (needs_grad && t->recording && op != AG_OP_DETACH) {
@@ -432,171 +423,19 @@ ag_tensor *ag__apply(ag_tape *t, ag_op op, ag_tensor *a, ag_tensor *b, const ag_
     return out;
 }
 
-void ag_retain_grad(ag_tensor *x)
+ag_tensor *ag__apply(ag_tape *t, ag_op op, ag_tensor *a, ag_tensor *b, const ag_attr *attr)
 {
-    if (x && x->origin == AG_TAPE)
-        x->retain_grad = true;
-}
-
-static void zero_bytes(void *ctx, size_t lo, size_t hi)
-{
-    memset((unsigned char *)ctx + lo, 0, hi - lo);
-}
-
-/* The buffer that receives x's gradient in the current pass: a leaf's own
- * grad, or an op result's work buffer, zeroed on first use in this pass
- * (by all threads when it is large). */
-static void *grad_target(ag_tape *t, ag_tensor *x)
-{
-    if (x->origin != AG_TAPE)
-        return x->grad;
-    if (x->work_pass != t->pass) {
-        size_t bytes = x->numel * AG_DTYPE_SIZE(x->dtype);
-        if (!x->work && !(x->work = arena_alloc(t, bytes)))
-            return NULL;
-        if (bytes == sizeof(double))
-            *(double *)x->work = 0; /* all-zero bits: 0 in either dtype */
-        else
-            ag__parallel_range(t, bytes, x->numel, zero_bytes, x->work);
-        x->work_pass = t->pass;
+    if (!t || t->status != AG_OK)
+        return NULL;
+    if (!t->checked)
+        return apply(t, op, a, b, attr);
+    /* Checked mode also catches a tape entered from two threads at once. */
+    if (atomic_exchange(&t->busy, true)) {
+        ag__error(t, AG_ERR_STATE, "ag_%s: the tape is in use by another thread "
+                  "(a tape belongs to one thread at a time)", ag_op_table[op].name);
+        return NULL;
     }
-    return x->work;
-}
-
-static void add_into(ag_dtype dt, size_t n, void *dst, const void *src)
-{
-    if (dt == AG_F32)
-        for (size_t i = 0; i < n; i++)
-            ((float *)dst)[i] += ((const float *)src)[i];
-    else
-        for (size_t i = 0; i < n; i++)
-            ((double *)dst)[i] += ((const double *)src)[i];
-}
-
-/* Keeps op result x's finished gradient for ag_grad (retain_grad). */
-static bool retain(ag_tape *t, ag_tensor *x)
-{
-    size_t bytes = x->numel * ag_dtype_size(x->dtype);
-    if (!x->grad && !(x->grad = ag__arena_zeros(t, bytes)))
-        return false;
-    add_into(x->dtype, x->numel, x->grad, x->work);
-    return true;
-}
-
-static ag_status replay(ag_tape *t)
-{
-    for (size_t k = t->n_recs; k-- > 0;) {
-        const ag_record *r = &t->recs[k];
-        ag_tensor *out = r->out;
-        if (out->work_pass != t->pass)
-            continue; /* no gradient reached this result */
-        if (out->retain_grad && !retain(t, out))
-            return t->status;
-        if (out->numel == 0)
-            continue; /* an empty result passes no gradient back (see ag__apply) */
-        const ag_op_def *def = &ag_op_table[r->op];
-        void *gin[AG_MAX_INPUTS] = {NULL};
-        for (int i = 0; i < def->arity; i++)
-            if (r->in[i]->requires_grad && r->in[i]->numel &&
-                !(gin[i] = grad_target(t, r->in[i])))
-                return t->status;
-        if (!gin[0] && !gin[1])
-            continue; /* e.g. requires_grad was turned off after recording */
-        if (def->backward(t, r, out->work, gin) != AG_OK)
-            return t->status;
-        for (int i = 0; t->checked && i < def->arity; i++) {
-            static const char *what[] = {"backward: the gradient of input 1",
-                                         "backward: the gradient of input 2"};
-            if (gin[i] && !check_finite(t, r, r->in[i], gin[i], what[i]))
-                return t->status;
-        }
-    }
-    return t->status;
-}
-
-static ag_status backward_check(ag_tape *t, ag_tensor *y, const char *fn)
-{
-    if (!t)
-        return AG_ERR_NULL;
-    if (t->status != AG_OK)
-        return t->status;
-    if (!y)
-        return ag__error(t, AG_ERR_NULL, "%s: tensor is NULL", fn);
-    if (y->origin == AG_TAPE && y->tape != t)
-        return ag__error(t, AG_ERR_STATE, "%s: tensor was made on another tape", fn);
-    if (!y->requires_grad)
-        return ag__error(t, AG_ERR_STATE,
-                         "%s: tensor does not require grad (no recorded input requires grad, "
-                         "or recording is off)", fn);
-    return AG_OK;
-}
-
-ag_status ag_backward_seed(ag_tape *t, ag_tensor *y, const ag_tensor *seed)
-{
-    ag_status s = backward_check(t, y, "ag_backward_seed");
-    if (s != AG_OK)
-        return s;
-    if (!seed)
-        return ag__error(t, AG_ERR_NULL, "ag_backward_seed: seed is NULL");
-    char ys[AG_SHAPE_BUF], ss[AG_SHAPE_BUF];
-    if (seed->dtype != y->dtype || seed->rank != y->rank ||
-        memcmp(seed->shape, y->shape, y->rank * sizeof *y->shape) != 0)
-        return ag__error(t, AG_ERR_SHAPE, "ag_backward_seed: seed %s %s does not match tensor %s %s",
-                         ag__shape_str(seed, ss, sizeof ss), ag_dtype_name(seed->dtype),
-                         ag__shape_str(y, ys, sizeof ys), ag_dtype_name(y->dtype));
-    t->pass++;
-    void *g = grad_target(t, y);
-    if (!g && y->numel)
-        return t->status;
-    add_into(y->dtype, y->numel, g, seed->data);
-    return y->origin == AG_TAPE ? replay(t) : AG_OK;
-}
-
-ag_status ag_backward(ag_tape *t, ag_tensor *y)
-{
-    ag_status s = backward_check(t, y, "ag_backward");
-    if (s != AG_OK)
-        return s;
-    if (y->numel != 1) {
-        char ys[AG_SHAPE_BUF];
-        return ag__error(t, AG_ERR_SHAPE,
-                         "ag_backward: tensor %s has %zu elements; give a seed with ag_backward_seed",
-                         ag__shape_str(y, ys, sizeof ys), y->numel);
-    }
-    double one64 = 1.0;
-    float one32 = 1.0f;
-    ag_tensor seed = *y;
-    seed.data = y->dtype == AG_F32 ? (void *)&one32 : (void *)&one64;
-    return ag_backward_seed(t, y, &seed);
-}
-
-/* ------------------------------------------------------------ DOT export */
-
-static void dot_node(FILE *out, const ag_tensor *x, const char *op)
-{
-    char shape[AG_SHAPE_BUF];
-    fprintf(out, "  n%p [label=\"%s%s%s\\n%s %s\"%s%s];\n", (const void *)x,
-            x->name, x->name[0] ? ": " : "", op, ag__shape_str(x, shape, sizeof shape),
-            ag_dtype_name(x->dtype), x->grad ? ", peripheries=2" : "",
-            x->origin == AG_TAPE ? "" : ", shape=box");
-}
-
-ag_status ag_tape_dot(const ag_tape *t, FILE *out)
-{
-    if (!t || !out)
-        return AG_ERR_NULL;
-    fputs("digraph tape {\n  rankdir=LR;\n  node [shape=ellipse, fontname=\"monospace\"];\n", out);
-    for (size_t k = 0; k < t->n_recs; k++) {
-        const ag_record *r = &t->recs[k];
-        const ag_op_def *def = &ag_op_table[r->op];
-        for (int i = 0; i < def->arity; i++) {
-            const ag_tensor *x = r->in[i];
-            if (x->origin != AG_TAPE)
-                dot_node(out, x, x->requires_grad ? "param" : "const");
-            fprintf(out, "  n%p -> n%p;\n", (const void *)x, (const void *)r->out);
-        }
-        dot_node(out, r->out, def->name);
-    }
-    fputs("}\n", out);
-    return ferror(out) ? AG_ERR_IO : AG_OK;
+    ag_tensor *out = apply(t, op, a, b, attr);
+    atomic_store(&t->busy, false);
+    return out;
 }

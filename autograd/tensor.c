@@ -2,6 +2,7 @@
 #include "internal.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <string.h>
 
 const char *ag_dtype_name(ag_dtype dt)
@@ -22,23 +23,75 @@ size_t ag_dtype_size(ag_dtype dt)
     return 0;
 }
 
-/* The struct, then (for owned leaves) the data, in one allocation. */
-static ag_tensor *leaf_new(ag_dtype dt, const size_t *shape, size_t rank, bool with_data)
+/* Why the calling thread's last leaf constructor failed (ag_last_error):
+ * per thread, as errno, so that two threads making leaves never mix up
+ * their reasons. */
+static _Thread_local ag_status last_status;
+static _Thread_local char last_msg[AG_MSG_MAX];
+
+void ag__leaf_error(ag_status s, const char *fmt, ...)
 {
-    size_t numel, bytes, total;
-    if (ag_dtype_size(dt) == 0 || rank > AG_MAX_RANK || (rank > 0 && !shape))
+    last_status = s;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(last_msg, sizeof last_msg, fmt, ap);
+    va_end(ap);
+}
+
+static void leaf_ok(void)
+{
+    last_status = AG_OK;
+    last_msg[0] = '\0';
+}
+
+ag_status ag_last_status(void) { return last_status; }
+const char *ag_last_error(void) { return last_msg; }
+
+/* Checks a leaf's dtype and shape; its element count into *numel. */
+static bool leaf_shape_ok(const char *fn, ag_dtype dt, const size_t *shape, size_t rank,
+                          size_t *numel)
+{
+    size_t bytes;
+    if (ag_dtype_size(dt) == 0) {
+        ag__leaf_error(AG_ERR_DTYPE, "%s: dtype %d is not AG_F32 or AG_F64", fn, (int)dt);
+        return false;
+    }
+    if (rank > AG_MAX_RANK) {
+        ag__leaf_error(AG_ERR_SHAPE, "%s: rank %zu is more than %d", fn, rank, AG_MAX_RANK);
+        return false;
+    }
+    if (rank > 0 && !shape) {
+        ag__leaf_error(AG_ERR_NULL, "%s: shape is NULL with rank %zu", fn, rank);
+        return false;
+    }
+    if (!ag__numel(shape, rank, numel) || !ag__mul_size(*numel, ag_dtype_size(dt), &bytes)) {
+        ag__leaf_error(AG_ERR_OVERFLOW, "%s: the shape's byte size overflows", fn);
+        return false;
+    }
+    return true;
+}
+
+/* The struct, then (for owned leaves) the data, in one allocation. */
+static ag_tensor *leaf_new(const char *fn, ag_dtype dt, const size_t *shape, size_t rank,
+                           bool with_data)
+{
+    size_t numel;
+    if (!leaf_shape_ok(fn, dt, shape, rank, &numel))
         return NULL;
-    if (!ag__numel(shape, rank, &numel) || !ag__mul_size(numel, ag_dtype_size(dt), &bytes))
-        return NULL;
+    size_t bytes = numel * ag_dtype_size(dt);
     size_t head = (sizeof(ag_tensor) + AG_ALIGN - 1) / AG_ALIGN * AG_ALIGN;
-    total = head;
-    if (with_data && bytes > SIZE_MAX - head)
+    size_t total = head;
+    if (with_data && bytes > SIZE_MAX - head) {
+        ag__leaf_error(AG_ERR_OVERFLOW, "%s: %zu bytes do not fit in memory", fn, bytes);
         return NULL;
+    }
     if (with_data)
         total += bytes;
     ag_tensor *x = ag__alloc(total);
-    if (!x)
+    if (!x) {
+        ag__leaf_error(AG_ERR_NOMEM, "%s: out of memory allocating %zu bytes", fn, total);
         return NULL;
+    }
     memset(x, 0, sizeof *x);
     x->dtype = dt;
     x->origin = with_data ? AG_LEAF_OWNED : AG_LEAF_VIEW;
@@ -48,6 +101,9 @@ static ag_tensor *leaf_new(ag_dtype dt, const size_t *shape, size_t rank, bool w
     x->numel = numel;
     x->alloc_size = total;
     x->data = with_data ? (char *)x + head : NULL;
+    atomic_init(&x->refs, 1); /* the caller's */
+    atomic_init(&x->mark, 0);
+    leaf_ok();
     return x;
 }
 
@@ -61,34 +117,43 @@ static void set_all(ag_tensor *x, double v)
             ((double *)x->data)[i] = v;
 }
 
-ag_tensor *ag_full(ag_dtype dt, const size_t *shape, size_t rank, double value)
+/* A leaf filled with value (fn names the public constructor). */
+static ag_tensor *filled(const char *fn, ag_dtype dt, const size_t *shape, size_t rank,
+                         double value)
 {
-    ag_tensor *x = leaf_new(dt, shape, rank, true);
+    ag_tensor *x = leaf_new(fn, dt, shape, rank, true);
     if (x)
         set_all(x, value);
     return x;
 }
 
+ag_tensor *ag_full(ag_dtype dt, const size_t *shape, size_t rank, double value)
+{
+    return filled("ag_full", dt, shape, rank, value);
+}
+
 ag_tensor *ag_zeros(ag_dtype dt, const size_t *shape, size_t rank)
 {
-    return ag_full(dt, shape, rank, 0.0);
+    return filled("ag_zeros", dt, shape, rank, 0.0);
 }
 
 ag_tensor *ag_ones(ag_dtype dt, const size_t *shape, size_t rank)
 {
-    return ag_full(dt, shape, rank, 1.0);
+    return filled("ag_ones", dt, shape, rank, 1.0);
 }
 
 ag_tensor *ag_scalar(ag_dtype dt, double value)
 {
-    return ag_full(dt, NULL, 0, value);
+    return filled("ag_scalar", dt, NULL, 0, value);
 }
 
 ag_tensor *ag_from_data(ag_dtype dt, const size_t *shape, size_t rank, const void *data)
 {
-    if (!data)
+    if (!data) {
+        ag__leaf_error(AG_ERR_NULL, "ag_from_data: data is NULL");
         return NULL;
-    ag_tensor *x = leaf_new(dt, shape, rank, true);
+    }
+    ag_tensor *x = leaf_new("ag_from_data", dt, shape, rank, true);
     if (x && x->numel)
         memcpy(x->data, data, x->numel * ag_dtype_size(dt));
     return x;
@@ -96,9 +161,11 @@ ag_tensor *ag_from_data(ag_dtype dt, const size_t *shape, size_t rank, const voi
 
 ag_tensor *ag_view(ag_dtype dt, const size_t *shape, size_t rank, void *data, void *grad)
 {
-    if (!data)
+    if (!data) {
+        ag__leaf_error(AG_ERR_NULL, "ag_view: data is NULL");
         return NULL;
-    ag_tensor *x = leaf_new(dt, shape, rank, false);
+    }
+    ag_tensor *x = leaf_new("ag_view", dt, shape, rank, false);
     if (x) {
         x->data = data;
         x->grad = grad;
@@ -107,12 +174,14 @@ ag_tensor *ag_view(ag_dtype dt, const size_t *shape, size_t rank, void *data, vo
 }
 
 /* A leaf filled in row-major order with offset + scale * draw(rng). */
-static ag_tensor *random_leaf(ag_dtype dt, const size_t *shape, size_t rank, ag_rng *rng,
+static ag_tensor *random_leaf(const char *fn, ag_dtype dt, const size_t *shape, size_t rank, ag_rng *rng,
                               double (*draw)(ag_rng *), double offset, double scale)
 {
-    if (!rng)
+    if (!rng) {
+        ag__leaf_error(AG_ERR_NULL, "%s: rng is NULL", fn);
         return NULL;
-    ag_tensor *x = leaf_new(dt, shape, rank, true);
+    }
+    ag_tensor *x = leaf_new(fn, dt, shape, rank, true);
     for (size_t i = 0; x && i < x->numel; i++) {
         double v = offset + scale * draw(rng);
         if (dt == AG_F32)
@@ -126,22 +195,66 @@ static ag_tensor *random_leaf(ag_dtype dt, const size_t *shape, size_t rank, ag_
 ag_tensor *ag_rand_uniform(ag_dtype dt, const size_t *shape, size_t rank,
                            double lo, double hi, ag_rng *rng)
 {
-    return random_leaf(dt, shape, rank, rng, ag_rng_uniform, lo, hi - lo);
+    return random_leaf("ag_rand_uniform", dt, shape, rank, rng, ag_rng_uniform, lo, hi - lo);
 }
 
 ag_tensor *ag_rand_normal(ag_dtype dt, const size_t *shape, size_t rank,
                           double mean, double std, ag_rng *rng)
 {
-    return random_leaf(dt, shape, rank, rng, ag_rng_normal, mean, std);
+    return random_leaf("ag_rand_normal", dt, shape, rank, rng, ag_rng_normal, mean, std);
+}
+
+ag_tensor *ag_leaf_view(ag_tensor *base, size_t offset, const size_t *shape, size_t rank)
+{
+    static const char fn[] = "ag_leaf_view";
+    if (!base) {
+        ag__leaf_error(AG_ERR_NULL, "%s: base is NULL", fn);
+        return NULL;
+    }
+    if (base->origin == AG_TAPE || base->freed) {
+        ag__leaf_error(AG_ERR_STATE, "%s: base is %s", fn,
+                       base->freed ? "freed" : "an op result (use ag_reshape on its tape)");
+        return NULL;
+    }
+    size_t numel;
+    if (!leaf_shape_ok(fn, base->dtype, shape, rank, &numel))
+        return NULL;
+    if (offset > base->numel || numel > base->numel - offset) {
+        char s[AG_SHAPE_BUF];
+        ag__leaf_error(AG_ERR_SHAPE, "%s: %zu elements from offset %zu do not fit in base %s "
+                       "(%zu elements)", fn, numel, offset, ag__shape_str(base, s, sizeof s),
+                       base->numel);
+        return NULL;
+    }
+    ag_tensor *x = leaf_new(fn, base->dtype, shape, rank, false);
+    if (!x)
+        return NULL;
+    size_t at = offset * ag_dtype_size(base->dtype);
+    x->data = (char *)base->data + at;
+    x->grad = base->grad ? (char *)base->grad + at : NULL;
+    x->requires_grad = base->requires_grad;
+    x->base = base;
+    atomic_fetch_add_explicit(&base->refs, 1, memory_order_relaxed);
+    return x;
+}
+
+void ag__leaf_release(ag_tensor *x)
+{
+    while (x && atomic_fetch_sub_explicit(&x->refs, 1, memory_order_acq_rel) == 1) {
+        ag_tensor *base = x->base;
+        if (x->grad_owned)
+            ag__free(x->grad, x->numel * ag_dtype_size(x->dtype));
+        ag__free(x, x->alloc_size);
+        x = base; /* a view held its base */
+    }
 }
 
 void ag_tensor_free(ag_tensor *x)
 {
-    if (!x || x->origin == AG_TAPE)
+    if (!x || x->origin == AG_TAPE || x->freed)
         return;
-    if (x->grad_owned)
-        ag__free(x->grad, x->numel * ag_dtype_size(x->dtype));
-    ag__free(x, x->alloc_size);
+    x->freed = true;
+    ag__leaf_release(x); /* a tape still using x keeps it until its reset */
 }
 
 ag_status ag_set_requires_grad(ag_tensor *x, bool on)
