@@ -31,19 +31,26 @@ struct ag_tensor {
     size_t numel;
     void *data;
     void *grad;         /* leaf: persistent; op result: retained grad or NULL */
-    ag_tape *tape;      /* the tape that made it (op results only) */
-    uint64_t stamp;     /* op result: its tape's generation stamp when made */
-    void *work;         /* op result: gradient during the current backward */
-    uint64_t work_pass; /* which backward pass `work` belongs to */
-    /* Leaves only. A leaf lives while its caller or a tape generation holds
-     * it: refs counts the caller (1 until ag_tensor_free) plus one per tape
-     * generation that used it; mark is the stamp of the last generation
-     * that took a reference, so a leaf used 1000 times in a step is counted
-     * once. Atomic: two tapes on two threads may share a model. */
-    _Atomic size_t refs;
-    _Atomic uint64_t mark;
-    ag_tensor *base;    /* a view made by ag_leaf_view holds its base */
-    size_t alloc_size;  /* bytes of this leaf's own allocation */
+    union {
+        struct { /* op results */
+            ag_tape *tape;      /* the tape that made it */
+            uint64_t stamp;     /* its tape's generation stamp when made */
+            void *work;         /* gradient during the current backward */
+            uint64_t work_pass; /* which backward pass `work` belongs to */
+        };
+        /* Leaves. A leaf lives while its caller or a tape generation holds
+         * it: refs counts the caller (1 until ag_tensor_free) plus one per
+         * tape generation that used it; mark is the stamp of the last
+         * generation that took a reference, so a leaf used 1000 times in a
+         * step is counted once. Atomic: two tapes on two threads may share
+         * a model. */
+        struct {
+            _Atomic size_t refs;
+            _Atomic uint64_t mark;
+            ag_tensor *base;    /* a view made by ag_leaf_view holds its base */
+            size_t alloc_size;  /* bytes of this leaf's own allocation */
+        };
+    };
     char name[AG_NAME_MAX];
 };
 
