@@ -390,7 +390,7 @@ static ag_tensor *apply(ag_tape *t, ag_op op, ag_tensor *a, ag_tensor *b, const 
         return NULL;
     out->dtype = a->dtype;
     out->origin = AG_TAPE;
-    out->requires_grad = out->grad_owned = out->retain_grad = false;
+    out->requires_grad = out->grad_owned = out->retain_grad = out->freed = false;
     out->grad = out->work = NULL;
     out->work_pass = 0;
     out->tape = t;

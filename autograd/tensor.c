@@ -211,9 +211,12 @@ ag_tensor *ag_leaf_view(ag_tensor *base, size_t offset, const size_t *shape, siz
         ag__leaf_error(AG_ERR_NULL, "%s: base is NULL", fn);
         return NULL;
     }
-    if (base->origin == AG_TAPE || base->freed) {
-        ag__leaf_error(AG_ERR_STATE, "%s: base is %s", fn,
-                       base->freed ? "freed" : "an op result (use ag_reshape on its tape)");
+    if (base->origin == AG_TAPE) {
+        ag__leaf_error(AG_ERR_STATE, "%s: base is an op result (use ag_reshape on its tape)", fn);
+        return NULL;
+    }
+    if (base->freed) {
+        ag__leaf_error(AG_ERR_STATE, "%s: base was freed (ag_tensor_free)", fn);
         return NULL;
     }
     size_t numel;
