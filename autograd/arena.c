@@ -59,7 +59,7 @@ static void *arena_fail(ag_tape *t, ag_status s, size_t n)
         return NULL;
     }
     char out[AG_SHAPE_BUF], in[4 * AG_SHAPE_BUF];
-    ag__error(t, s, "ag_%s%s: %s %zu bytes (result %s %s; inputs %s)", ag_op_table[r->op].name,
+    ag__error(t, s, "ag_%s%s: %s %zu bytes (result %s %s; inputs %s)", r->def->name,
               t->in_backward ? " backward" : "", what, n,
               ag__shape_str(r->out, out, sizeof out), ag_dtype_name(r->out->dtype),
               ag__describe_inputs(r, in, sizeof in));

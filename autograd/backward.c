@@ -66,19 +66,20 @@ static ag_status replay(ag_tape *t)
         if (out->numel == 0)
             continue; /* an empty result passes no gradient back (see ag__apply) */
         t->active = r; /* an allocation failure names the op */
-        const ag_op_def *def = &ag_op_table[r->op];
+        const ag_op_def *def = r->def;
         void *gin[AG_MAX_INPUTS] = {NULL};
         for (int i = 0; i < def->arity; i++)
             if (r->in[i]->requires_grad && r->in[i]->numel &&
                 !(gin[i] = grad_target(t, r->in[i])))
                 return t->status;
-        if (!gin[0] && !gin[1])
+        if (!gin[0] && !gin[1] && !gin[2])
             continue; /* e.g. requires_grad was turned off after recording */
         if (def->backward(t, r, out->work, gin) != AG_OK)
             return t->status;
         for (int i = 0; t->checked && i < def->arity; i++) {
             static const char *what[] = {"backward: the gradient of input 1",
-                                         "backward: the gradient of input 2"};
+                                         "backward: the gradient of input 2",
+                                         "backward: the gradient of input 3"};
             if (gin[i] && !ag__check_finite(t, r, r->in[i], gin[i], what[i]))
                 return t->status;
         }

@@ -77,7 +77,7 @@ ag_status ag_tape_dot(const ag_tape *t, FILE *out)
     fputs("digraph tape {\n  rankdir=LR;\n  node [shape=ellipse, fontname=\"monospace\"];\n", out);
     for (size_t k = 0; k < t->n_recs; k++) {
         const ag_record *r = &t->recs[k];
-        const ag_op_def *def = &ag_op_table[r->op];
+        const ag_op_def *def = r->def;
         size_t in[AG_MAX_INPUTS];
         for (int i = 0; i < def->arity; i++)
             in[i] = node(&m, out, r->in[i], input_kind(r->in[i]));

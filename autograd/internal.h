@@ -10,7 +10,7 @@
 #define AG_NAME_MAX 32
 #define AG_MSG_MAX 256
 #define AG_ALIGN 64
-#define AG_MAX_INPUTS 2
+#define AG_MAX_INPUTS 3
 
 /* Where a tensor's memory comes from decides who frees it. */
 typedef enum {
@@ -54,20 +54,6 @@ struct ag_tensor {
     char name[AG_NAME_MAX];
 };
 
-typedef enum {
-    AG_OP_ADD, AG_OP_SUB, AG_OP_MUL, AG_OP_DIV,
-    AG_OP_NEG, AG_OP_EXP, AG_OP_LOG, AG_OP_SQRT, AG_OP_POW, AG_OP_ABS,
-    AG_OP_SIGMOID, AG_OP_TANH, AG_OP_RELU, AG_OP_LEAKY_RELU, AG_OP_SOFTPLUS,
-    AG_OP_ADD_SCALAR, AG_OP_SCALE,
-    AG_OP_MATMUL, AG_OP_TRANSPOSE, AG_OP_RESHAPE, AG_OP_CONCAT, AG_OP_SLICE,
-    AG_OP_CAST, AG_OP_DETACH,
-    AG_OP_SUM, AG_OP_MEAN, AG_OP_SUM_AXIS, AG_OP_MEAN_AXIS, AG_OP_MAX_AXIS,
-    AG_OP_SOFTMAX, AG_OP_LOG_SOFTMAX,
-    AG_OP_MSE, AG_OP_QUADRATIC_COST, AG_OP_BCE, AG_OP_BCE_WITH_LOGITS,
-    AG_OP_CROSS_ENTROPY,
-    AG_OP_COUNT
-} ag_op;
-
 /* Op parameters beyond the input tensors. */
 typedef struct {
     double scalar;       /* pow exponent, leaky slope, scale, added constant */
@@ -79,29 +65,44 @@ typedef struct {
     const size_t *shape;
 } ag_attr;
 
+typedef struct ag_op_def ag_op_def;
+
 typedef struct {
-    ag_op op;
+    const ag_op_def *def;
     ag_tensor *in[AG_MAX_INPUTS];
     ag_tensor *out;
     ag_attr attr;
     void *saved;         /* forward results the backward reuses, in the arena */
 } ag_record;
 
-/* One row per op. shape checks the inputs and sets the output's dtype, rank
- * and shape, reporting errors on t; forward fills out->data (and r->saved);
- * backward adds the input gradients: gin[i] is NULL for an input that needs
- * none. forward and backward may use the arena for scratch. */
-typedef struct {
+/* One op, defined once in its family's file. shape checks the inputs and
+ * sets the output's dtype, rank and shape, reporting errors on t; forward
+ * fills out->data (and r->saved); backward adds (+=) the input gradients:
+ * gin[i] is NULL for an input that needs none. forward and backward may
+ * use the arena for scratch. */
+struct ag_op_def {
     const char *name;
     int arity;
-    bool same_dtype;     /* both inputs must have one dtype */
+    bool same_dtype;     /* every input must have one dtype */
     bool view;           /* the result shares its input's data: no allocation */
+    bool no_grad;        /* the result never requires grad (detach) */
     ag_status (*shape)(ag_tape *t, ag_record *r, ag_tensor *out);
     ag_status (*forward)(ag_tape *t, ag_record *r);
     ag_status (*backward)(ag_tape *t, const ag_record *r, const void *gout, void *gin[]);
-} ag_op_def;
+};
 
-extern const ag_op_def ag_op_table[AG_OP_COUNT];
+/* The ops (ops/list.h): a definition per op and the table of all. */
+#define AG_OP(name) extern const ag_op_def ag__op_##name;
+#include "ops/list.h"
+#undef AG_OP
+#define AG_OP(name) +1
+enum { AG_OP_COUNT = 0
+#include "ops/list.h"
+};
+#undef AG_OP
+/* Pinned: a change of the op set changes this number on purpose. */
+_Static_assert(AG_OP_COUNT == 36, "ops/list.h changed: update the count here");
+extern const ag_op_def *const ag_op_table[AG_OP_COUNT];
 
 /* Allocator (alloc.c). Sizes are passed back to free, as the hook wants. */
 void *ag__alloc(size_t n);
@@ -238,7 +239,15 @@ ag_status ag__error(ag_tape *t, ag_status s, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)))
 #endif
     ;
-ag_tensor *ag__apply(ag_tape *t, ag_op op, ag_tensor *a, ag_tensor *b, const ag_attr *attr);
+/* Runs op def on its inputs (b, c NULL past its arity): checks, shape
+ * rule, forward, and a record when some input requires grad. */
+ag_tensor *ag__apply3(ag_tape *t, const ag_op_def *def, ag_tensor *a, ag_tensor *b, ag_tensor *c,
+                      const ag_attr *attr);
+static inline ag_tensor *ag__apply(ag_tape *t, const ag_op_def *def, ag_tensor *a, ag_tensor *b,
+                                   const ag_attr *attr)
+{
+    return ag__apply3(t, def, a, b, NULL, attr);
+}
 /* "[3,4] 'W1', [4]": the inputs of r with the names users gave them. */
 const char *ag__describe_inputs(const ag_record *r, char *buf, size_t cap);
 /* Checks a tensor handle given to fn as its argument `arg` before t uses
@@ -286,35 +295,6 @@ ag_status ag__check_axis(ag_tape *t, ag_record *r);
             __VA_ARGS__                  \
         }                                \
     } while (0)
-
-/* Forward and backward functions of each family, named in the op table. */
-#define AG_DECLARE_OP(fam) \
-    ag_status ag__##fam##_forward(ag_tape *t, ag_record *r); \
-    ag_status ag__##fam##_backward(ag_tape *t, const ag_record *r, const void *gout, void *gin[])
-AG_DECLARE_OP(binary);
-AG_DECLARE_OP(unary);
-AG_DECLARE_OP(matmul);
-AG_DECLARE_OP(transpose);
-AG_DECLARE_OP(reshape);
-AG_DECLARE_OP(concat);
-AG_DECLARE_OP(slice);
-AG_DECLARE_OP(cast);
-AG_DECLARE_OP(sum);
-AG_DECLARE_OP(sum_axis);
-AG_DECLARE_OP(max_axis);
-AG_DECLARE_OP(softmax);
-AG_DECLARE_OP(loss);
-AG_DECLARE_OP(cross_entropy);
-ag_status ag__binary_shape(ag_tape *t, ag_record *r, ag_tensor *out);
-ag_status ag__matmul_shape(ag_tape *t, ag_record *r, ag_tensor *out);
-ag_status ag__transpose_shape(ag_tape *t, ag_record *r, ag_tensor *out);
-ag_status ag__reshape_shape(ag_tape *t, ag_record *r, ag_tensor *out);
-ag_status ag__concat_shape(ag_tape *t, ag_record *r, ag_tensor *out);
-ag_status ag__slice_shape(ag_tape *t, ag_record *r, ag_tensor *out);
-ag_status ag__cast_shape(ag_tape *t, ag_record *r, ag_tensor *out);
-ag_status ag__axis_shape(ag_tape *t, ag_record *r, ag_tensor *out);
-ag_status ag__cross_entropy_shape(ag_tape *t, ag_record *r, ag_tensor *out);
-ag_status ag__softmax_shape(ag_tape *t, ag_record *r, ag_tensor *out);
 
 /* GEMM (kernels/gemm.c): C[m,n] = op(A)·op(B), or C += op(A)·op(B) when
  * accumulate, where op(A) is [m,k]: A stored [m,k], or [k,m] read

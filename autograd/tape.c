@@ -321,11 +321,12 @@ static bool inputs_ok(ag_tape *t, const ag_op_def *def, const ag_record *r)
             return false;
         }
     }
-    if (def->same_dtype && def->arity == 2 && r->in[0]->dtype != r->in[1]->dtype) {
-        ag__error(t, AG_ERR_DTYPE, "ag_%s: dtypes %s and %s differ (convert with ag_cast)",
-                  def->name, ag_dtype_name(r->in[0]->dtype), ag_dtype_name(r->in[1]->dtype));
-        return false;
-    }
+    for (int i = 1; def->same_dtype && i < def->arity; i++)
+        if (r->in[i]->dtype != r->in[0]->dtype) {
+            ag__error(t, AG_ERR_DTYPE, "ag_%s: dtypes %s and %s differ (convert with ag_cast)",
+                      def->name, ag_dtype_name(r->in[0]->dtype), ag_dtype_name(r->in[i]->dtype));
+            return false;
+        }
     return true;
 }
 
@@ -346,7 +347,7 @@ const char *ag__describe_inputs(const ag_record *r, char *buf, size_t cap)
 {
     size_t used = 0;
     buf[0] = '\0';
-    for (int i = 0; i < ag_op_table[r->op].arity && used < cap; i++) {
+    for (int i = 0; i < r->def->arity && used < cap; i++) {
         char shape[AG_SHAPE_BUF];
         const ag_tensor *x = r->in[i];
         int n = snprintf(buf + used, cap - used, "%s%s%s%s%s", i ? ", " : "",
@@ -366,19 +367,20 @@ bool ag__check_finite(ag_tape *t, const ag_record *r, const ag_tensor *x, const 
     char in[4 * AG_SHAPE_BUF];
     double v = x->dtype == AG_F32 ? (double)((const float *)values)[i] : ((const double *)values)[i];
     ag__error(t, AG_ERR_NUMERIC, "ag_%s: %s has %g at element %zu (inputs %s)",
-              ag_op_table[r->op].name, what, v, i, ag__describe_inputs(r, in, sizeof in));
+              r->def->name, what, v, i, ag__describe_inputs(r, in, sizeof in));
     return false;
 }
 
-static ag_tensor *apply(ag_tape *t, ag_op op, ag_tensor *a, ag_tensor *b, const ag_attr *attr)
+static ag_tensor *apply(ag_tape *t, const ag_op_def *def, ag_tensor *a, ag_tensor *b,
+                        ag_tensor *c, const ag_attr *attr)
 {
-    const ag_op_def *def = &ag_op_table[op];
     ag_record *r = next_record(t); /* built in place, kept if it must be */
     if (!r)
         return NULL;
-    r->op = op;
+    r->def = def;
     r->in[0] = a;
     r->in[1] = b;
+    r->in[2] = c;
     r->saved = NULL;
     if (attr)
         r->attr = *attr;
@@ -415,27 +417,30 @@ static ag_tensor *apply(ag_tape *t, ag_op op, ag_tensor *a, ag_tensor *b, const 
     t->active = NULL;
     if (t->checked && !ag__check_finite(t, r, out, out->data, "the result"))
         return NULL;
-    bool needs_grad = a->requires_grad || (def->arity == 2 && b->requires_grad);
-    if (needs_grad && t->recording && op != AG_OP_DETACH) {
+    bool needs_grad = false;
+    for (int i = 0; i < def->arity; i++)
+        needs_grad |= r->in[i]->requires_grad;
+    if (needs_grad && t->recording && !def->no_grad) {
         t->n_recs++;
         out->requires_grad = true;
     }
     return out;
 }
 
-ag_tensor *ag__apply(ag_tape *t, ag_op op, ag_tensor *a, ag_tensor *b, const ag_attr *attr)
+ag_tensor *ag__apply3(ag_tape *t, const ag_op_def *def, ag_tensor *a, ag_tensor *b, ag_tensor *c,
+                      const ag_attr *attr)
 {
     if (!t || t->status != AG_OK)
         return NULL;
     if (!t->checked)
-        return apply(t, op, a, b, attr);
+        return apply(t, def, a, b, c, attr);
     /* Checked mode also catches a tape entered from two threads at once. */
     if (atomic_exchange(&t->busy, true)) {
         ag__error(t, AG_ERR_STATE, "ag_%s: the tape is in use by another thread "
-                  "(a tape belongs to one thread at a time)", ag_op_table[op].name);
+                  "(a tape belongs to one thread at a time)", def->name);
         return NULL;
     }
-    ag_tensor *out = apply(t, op, a, b, attr);
+    ag_tensor *out = apply(t, def, a, b, c, attr);
     atomic_store(&t->busy, false);
     return out;
 }

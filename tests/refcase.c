@@ -252,10 +252,12 @@ static bool int_attr(const ref_line *l, size_t i, long *out)
     return true;
 }
 
-typedef enum { A_NONE, A_SCALAR, A_AXIS, A_AXIS_KEEP, A_SLICE, A_SHAPE } attr_kind;
+typedef enum { A_NONE, A_SCALAR, A_AXIS, A_AXIS_KEEP, A_SLICE, A_SHAPE, A_CAST } attr_kind;
 
+/* A reference op: its name in the files, the engine op it runs (the name
+ * in autograd/ops/list.h), arity and attributes. */
 typedef struct {
-    const char *name;
+    const char *name, *engine;
     size_t nargs;
     attr_kind attrs;
     ag_tensor *(*f1)(ag_tape *, ag_tensor *);
@@ -263,25 +265,43 @@ typedef struct {
 } ref_op;
 
 static const ref_op ops[] = {
-    {"neg", 1, A_NONE, ag_neg, NULL}, {"exp", 1, A_NONE, ag_exp, NULL},
-    {"log", 1, A_NONE, ag_log, NULL}, {"sqrt", 1, A_NONE, ag_sqrt, NULL},
-    {"sigmoid", 1, A_NONE, ag_sigmoid, NULL}, {"tanh", 1, A_NONE, ag_tanh, NULL},
-    {"relu", 1, A_NONE, ag_relu, NULL}, {"softplus", 1, A_NONE, ag_softplus, NULL},
-    {"abs", 1, A_NONE, ag_abs, NULL}, {"transpose", 1, A_NONE, ag_transpose, NULL},
-    {"sum", 1, A_NONE, ag_sum, NULL}, {"mean", 1, A_NONE, ag_mean, NULL},
-    {"add", 2, A_NONE, NULL, ag_add}, {"sub", 2, A_NONE, NULL, ag_sub},
-    {"mul", 2, A_NONE, NULL, ag_mul}, {"div", 2, A_NONE, NULL, ag_div},
-    {"matmul", 2, A_NONE, NULL, ag_matmul}, {"bmm", 2, A_NONE, NULL, ag_matmul},
-    {"mse_loss", 2, A_NONE, NULL, ag_mse}, {"quadratic_cost", 2, A_NONE, NULL, ag_quadratic_cost},
-    {"bce_loss", 2, A_NONE, NULL, ag_bce}, {"bce_with_logits", 2, A_NONE, NULL, ag_bce_with_logits},
-    {"cross_entropy", 2, A_NONE, NULL, ag_cross_entropy},
-    {"leaky_relu", 1, A_SCALAR, NULL, NULL}, {"pow", 1, A_SCALAR, NULL, NULL},
-    {"softmax", 1, A_AXIS, NULL, NULL}, {"log_softmax", 1, A_AXIS, NULL, NULL},
-    {"concat", 2, A_AXIS, NULL, NULL},
-    {"sum_axis", 1, A_AXIS_KEEP, NULL, NULL}, {"mean_axis", 1, A_AXIS_KEEP, NULL, NULL},
-    {"max_axis", 1, A_AXIS_KEEP, NULL, NULL},
-    {"slice", 1, A_SLICE, NULL, NULL}, {"reshape", 1, A_SHAPE, NULL, NULL},
+    {"neg", "neg", 1, A_NONE, ag_neg, NULL}, {"exp", "exp", 1, A_NONE, ag_exp, NULL},
+    {"log", "log", 1, A_NONE, ag_log, NULL}, {"sqrt", "sqrt", 1, A_NONE, ag_sqrt, NULL},
+    {"sigmoid", "sigmoid", 1, A_NONE, ag_sigmoid, NULL}, {"tanh", "tanh", 1, A_NONE, ag_tanh, NULL},
+    {"relu", "relu", 1, A_NONE, ag_relu, NULL}, {"softplus", "softplus", 1, A_NONE, ag_softplus, NULL},
+    {"abs", "abs", 1, A_NONE, ag_abs, NULL}, {"transpose", "transpose", 1, A_NONE, ag_transpose, NULL},
+    {"sum", "sum", 1, A_NONE, ag_sum, NULL}, {"mean", "mean", 1, A_NONE, ag_mean, NULL},
+    {"detach", "detach", 1, A_NONE, ag_detach, NULL},
+    {"add", "add", 2, A_NONE, NULL, ag_add}, {"sub", "sub", 2, A_NONE, NULL, ag_sub},
+    {"mul", "mul", 2, A_NONE, NULL, ag_mul}, {"div", "div", 2, A_NONE, NULL, ag_div},
+    {"matmul", "matmul", 2, A_NONE, NULL, ag_matmul}, {"bmm", "matmul", 2, A_NONE, NULL, ag_matmul},
+    {"mse_loss", "mse", 2, A_NONE, NULL, ag_mse},
+    {"quadratic_cost", "quadratic_cost", 2, A_NONE, NULL, ag_quadratic_cost},
+    {"bce_loss", "bce", 2, A_NONE, NULL, ag_bce},
+    {"bce_with_logits", "bce_with_logits", 2, A_NONE, NULL, ag_bce_with_logits},
+    {"cross_entropy", "cross_entropy", 2, A_NONE, NULL, ag_cross_entropy},
+    {"leaky_relu", "leaky_relu", 1, A_SCALAR, NULL, NULL}, {"pow", "pow", 1, A_SCALAR, NULL, NULL},
+    {"add_scalar", "add_scalar", 1, A_SCALAR, NULL, NULL}, {"scale", "scale", 1, A_SCALAR, NULL, NULL},
+    {"softmax", "softmax", 1, A_AXIS, NULL, NULL}, {"log_softmax", "log_softmax", 1, A_AXIS, NULL, NULL},
+    {"concat", "concat", 2, A_AXIS, NULL, NULL},
+    {"sum_axis", "sum_axis", 1, A_AXIS_KEEP, NULL, NULL}, {"mean_axis", "mean_axis", 1, A_AXIS_KEEP, NULL, NULL},
+    {"max_axis", "max_axis", 1, A_AXIS_KEEP, NULL, NULL},
+    {"slice", "slice", 1, A_SLICE, NULL, NULL}, {"reshape", "reshape", 1, A_SHAPE, NULL, NULL},
+    {"cast", "cast", 1, A_CAST, NULL, NULL},
 };
+
+const char *ref_op_at(size_t i)
+{
+    return i < sizeof ops / sizeof ops[0] ? ops[i].name : NULL;
+}
+
+const char *ref_engine_op(const char *op)
+{
+    for (size_t i = 0; i < sizeof ops / sizeof ops[0]; i++)
+        if (strcmp(ops[i].name, op) == 0)
+            return ops[i].engine;
+    return NULL;
+}
 
 /* The ops whose attributes need more than a table row. */
 static ag_tensor *apply_with_attrs(env *e, const ref_op *op, const ref_line *l, ag_tensor *a, ag_tensor *b)
@@ -295,7 +315,14 @@ static ag_tensor *apply_with_attrs(env *e, const ref_op *op, const ref_line *l, 
     case A_SCALAR:
         if (l->nattrs != 1)
             return NULL;
-        return strcmp(n, "pow") == 0 ? ag_pow(t, a, l->attrs[0]) : ag_leaky_relu(t, a, l->attrs[0]);
+        return strcmp(n, "pow") == 0          ? ag_pow(t, a, l->attrs[0])
+             : strcmp(n, "add_scalar") == 0   ? ag_add_scalar(t, a, l->attrs[0])
+             : strcmp(n, "scale") == 0        ? ag_scale(t, a, l->attrs[0])
+                                              : ag_leaky_relu(t, a, l->attrs[0]);
+    case A_CAST: /* 32 or 64 bits, or 0: back to the dtype the case runs in */
+        if (l->nattrs != 1 || (l->attrs[0] != 0 && l->attrs[0] != 32 && l->attrs[0] != 64))
+            return NULL;
+        return ag_cast(t, a, l->attrs[0] == 0 ? e->dt : l->attrs[0] == 32 ? AG_F32 : AG_F64);
     case A_AXIS:
         if (l->nattrs != 1 || !int_attr(l, 0, &ax))
             return NULL;

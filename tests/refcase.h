@@ -45,6 +45,12 @@ typedef struct {
     double got, want;
 } ref_result;
 
+/* The engine op (its name in autograd/ops/list.h) that a file's op runs,
+ * or NULL for an op the runner does not know. */
+const char *ref_engine_op(const char *op);
+/* The i-th op name the runner knows, NULL past the last. */
+const char *ref_op_at(size_t i);
+
 /* Runs one case in dtype dt; tol is the relative+absolute tolerance. */
 ref_result ref_run(const ref_case *c, ag_dtype dt, double tol);
 

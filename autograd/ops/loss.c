@@ -17,16 +17,6 @@ static double softplus_neg_abs(double z) /* ln(1 + e^-|z|), finite for any z */
     return log1p(exp(-fabs(z)));
 }
 
-/* The number the summed loss is divided by. */
-static double loss_divisor(const ag_record *r)
-{
-    const ag_tensor *a = r->in[0];
-    switch (r->op) {
-    case AG_OP_QUADRATIC_COST: return 2.0 * (double)(a->rank >= 2 ? a->shape[0] : 1);
-    default: return (double)a->numel;
-    }
-}
-
 static ag_status check_probabilities(ag_tape *t, const ag_tensor *p)
 {
     for (size_t i = 0; i < p->numel; i++) {
@@ -37,75 +27,82 @@ static ag_status check_probabilities(ag_tape *t, const ag_tensor *p)
     return AG_OK;
 }
 
-ag_status ag__loss_forward(ag_tape *t, ag_record *r)
+/* An elementwise loss: mean-like reduction of term(a, y) over the
+ * elements, divided by divisor(a). Each op gives its summand and the
+ * summand's derivatives (before the division) as one expression each. */
+#define AG_LOSS(NAME, CHECK, DIVISOR, TERM, DA, DY)                                       \
+    static ag_status NAME##_forward(ag_tape *t, ag_record *r)                             \
+    {                                                                                     \
+        if (CHECK(t, r->in[0]) != AG_OK)                                                  \
+            return ag_tape_status(t);                                                     \
+        const ag_tensor *A = r->in[0];                                                    \
+        AG_DISPATCH(r->out->dtype, T, {                                                   \
+            const T *a_ = A->data, *y_ = r->in[1]->data;                                  \
+            double s = 0;                                                                 \
+            for (size_t i = 0; i < A->numel; i++) {                                       \
+                double a = a_[i], y = y_[i];                                              \
+                s += (TERM);                                                              \
+            }                                                                             \
+            *(T *)r->out->data = (T)(s / (DIVISOR));                                      \
+        });                                                                               \
+        return AG_OK;                                                                     \
+    }                                                                                     \
+    static ag_status NAME##_backward(ag_tape *t, const ag_record *r, const void *gout,    \
+                                     void *gin[])                                         \
+    {                                                                                     \
+        (void)t;                                                                          \
+        const ag_tensor *A = r->in[0];                                                    \
+        AG_DISPATCH(r->out->dtype, T, {                                                   \
+            const T *a_ = A->data, *y_ = r->in[1]->data;                                  \
+            T *ga = gin[0], *gy = gin[1];                                                 \
+            double g = *(const T *)gout / (DIVISOR);                                      \
+            for (size_t i = 0; i < A->numel; i++) {                                       \
+                double a = a_[i], y = y_[i];                                              \
+                if (ga)                                                                   \
+                    ga[i] += (T)(g * (DA));                                               \
+                if (gy)                                                                   \
+                    gy[i] += (T)(g * (DY));                                               \
+            }                                                                             \
+        });                                                                               \
+        return AG_OK;                                                                     \
+    }                                                                                     \
+    const ag_op_def ag__op_##NAME = {.name = #NAME, .arity = 2, .same_dtype = true,       \
+                                     .shape = ag__shape_same_pair, .forward = NAME##_forward, \
+                                     .backward = NAME##_backward}
+
+static ag_status any_values(ag_tape *t, const ag_tensor *a)
 {
-    if (r->op == AG_OP_BCE && check_probabilities(t, r->in[0]) != AG_OK)
-        return ag_tape_status(t);
-    size_t n = r->in[0]->numel;
-    ag_op op = r->op;
-    AG_DISPATCH(r->out->dtype, T, {
-        const T *a = r->in[0]->data, *y = r->in[1]->data;
-        double s = 0;
-        for (size_t i = 0; i < n; i++) {
-            double ai = a[i], yi = y[i], d = ai - yi;
-            switch (op) {
-            case AG_OP_BCE: s -= yi * clamped_log(ai) + (1 - yi) * clamped_log(1 - ai); break;
-            case AG_OP_BCE_WITH_LOGITS: s += (ai > 0 ? ai : 0) - ai * yi + softplus_neg_abs(ai); break;
-            default: s += d * d; break; /* mse, quadratic cost */
-            }
-        }
-        *(T *)r->out->data = (T)(s / loss_divisor(r));
-    });
+    (void)t;
+    (void)a;
     return AG_OK;
 }
 
-/* d/da and d/dy of one summand, before the division:
- *   (a-y)^2:     2(a-y), -2(a-y)
- *   bce:         (p-y) / max(p(1-p), 1e-12), -(ln p - ln(1-p))
- *   with logits: sigmoid(z) - y, -z */
-ag_status ag__loss_backward(ag_tape *t, const ag_record *r, const void *gout, void *gin[])
+static double sigmoid(double z) { return z >= 0 ? 1 / (1 + exp(-z)) : exp(z) / (1 + exp(z)); }
+
+/* d/dp of the bce summand, its 1/(p(1-p)) kept finite at p = 0 and 1 */
+static double bce_dp(double p, double y)
 {
-    (void)t;
-    size_t n = r->in[0]->numel;
-    ag_op op = r->op;
-    AG_DISPATCH(r->out->dtype, T, {
-        const T *a = r->in[0]->data, *y = r->in[1]->data;
-        T *ga = gin[0], *gy = gin[1];
-        double g = *(const T *)gout / loss_divisor(r);
-        for (size_t i = 0; i < n; i++) {
-            double ai = a[i], yi = y[i], da, dy;
-            switch (op) {
-            case AG_OP_BCE: {
-                double w = ai * (1 - ai);
-                da = (ai - yi) / (w > 1e-12 ? w : 1e-12);
-                dy = -(clamped_log(ai) - clamped_log(1 - ai));
-                break;
-            }
-            case AG_OP_BCE_WITH_LOGITS: {
-                double s = ai >= 0 ? 1 / (1 + exp(-ai)) : exp(ai) / (1 + exp(ai));
-                da = s - yi;
-                dy = -ai;
-                break;
-            }
-            default:
-                da = 2 * (ai - yi);
-                dy = -da;
-            }
-            if (ga)
-                ga[i] += (T)(g * da);
-            if (gy)
-                gy[i] += (T)(g * dy);
-        }
-    });
-    return AG_OK;
+    double w = p * (1 - p);
+    return (p - y) / (w > 1e-12 ? w : 1e-12);
 }
+
+AG_LOSS(mse, any_values, (double)A->numel, (a - y) * (a - y), 2 * (a - y), -2 * (a - y));
+/* Nielsen's cost divides by 2 and the number of rows */
+AG_LOSS(quadratic_cost, any_values, 2.0 * (double)(A->rank >= 2 ? A->shape[0] : 1),
+        (a - y) * (a - y), 2 * (a - y), -2 * (a - y));
+AG_LOSS(bce, check_probabilities, (double)A->numel,
+        -(y * clamped_log(a) + (1 - y) * clamped_log(1 - a)), bce_dp(a, y),
+        -(clamped_log(a) - clamped_log(1 - a)));
+/* max(z,0) - z y + ln(1 + e^-|z|): finite for any z */
+AG_LOSS(bce_with_logits, any_values, (double)A->numel,
+        (a > 0 ? a : 0) - a * y + softplus_neg_abs(a), sigmoid(a) - y, -a);
 
 /* ------------------------------------------------------------ cross entropy
  *   z: (N,C) logits, c: (N) class indices
  *   L = 1/N Σ_r (lse_r - z[r, c_r]),  lse_r = ln Σ_j e^z[r,j]
  *   gz[r,j] += g/N (e^(z[r,j] - lse_r) - [j == c_r]); lse is saved. */
 
-ag_status ag__cross_entropy_shape(ag_tape *t, ag_record *r, ag_tensor *out)
+static ag_status cross_entropy_shape(ag_tape *t, ag_record *r, ag_tensor *out)
 {
     const ag_tensor *z = r->in[0], *c = r->in[1];
     if (z->rank != 2 || c->rank != 1 || c->shape[0] != z->shape[0] || z->shape[1] == 0) {
@@ -130,7 +127,7 @@ static ag_status check_classes(ag_tape *t, const ag_tensor *c, size_t classes)
     return AG_OK;
 }
 
-ag_status ag__cross_entropy_forward(ag_tape *t, ag_record *r)
+static ag_status cross_entropy_forward(ag_tape *t, ag_record *r)
 {
     const ag_tensor *z = r->in[0], *c = r->in[1];
     size_t rows = z->shape[0], cols = z->shape[1];
@@ -158,7 +155,7 @@ ag_status ag__cross_entropy_forward(ag_tape *t, ag_record *r)
     return AG_OK;
 }
 
-ag_status ag__cross_entropy_backward(ag_tape *t, const ag_record *r, const void *gout, void *gin[])
+static ag_status cross_entropy_backward(ag_tape *t, const ag_record *r, const void *gout, void *gin[])
 {
     (void)t;
     const ag_tensor *z = r->in[0], *c = r->in[1];
@@ -179,22 +176,27 @@ ag_status ag__cross_entropy_backward(ag_tape *t, const ag_record *r, const void 
     return AG_OK;
 }
 
+const ag_op_def ag__op_cross_entropy = {.name = "cross_entropy", .arity = 2,
+                                        .shape = cross_entropy_shape,
+                                        .forward = cross_entropy_forward,
+                                        .backward = cross_entropy_backward};
+
 /* ------------------------------------------------------------ public API */
 
-ag_tensor *ag_mse(ag_tape *t, ag_tensor *a, ag_tensor *y) { return ag__apply(t, AG_OP_MSE, a, y, NULL); }
-ag_tensor *ag_bce(ag_tape *t, ag_tensor *p, ag_tensor *y) { return ag__apply(t, AG_OP_BCE, p, y, NULL); }
+ag_tensor *ag_mse(ag_tape *t, ag_tensor *a, ag_tensor *y) { return ag__apply(t, &ag__op_mse, a, y, NULL); }
+ag_tensor *ag_bce(ag_tape *t, ag_tensor *p, ag_tensor *y) { return ag__apply(t, &ag__op_bce, p, y, NULL); }
 
 ag_tensor *ag_quadratic_cost(ag_tape *t, ag_tensor *a, ag_tensor *y)
 {
-    return ag__apply(t, AG_OP_QUADRATIC_COST, a, y, NULL);
+    return ag__apply(t, &ag__op_quadratic_cost, a, y, NULL);
 }
 
 ag_tensor *ag_bce_with_logits(ag_tape *t, ag_tensor *z, ag_tensor *y)
 {
-    return ag__apply(t, AG_OP_BCE_WITH_LOGITS, z, y, NULL);
+    return ag__apply(t, &ag__op_bce_with_logits, z, y, NULL);
 }
 
 ag_tensor *ag_cross_entropy(ag_tape *t, ag_tensor *z, ag_tensor *c)
 {
-    return ag__apply(t, AG_OP_CROSS_ENTROPY, z, c, NULL);
+    return ag__apply(t, &ag__op_cross_entropy, z, c, NULL);
 }

@@ -32,7 +32,7 @@ static ag_status matmul_error(ag_tape *t, const ag_tensor *a, const ag_tensor *b
                      ag__shape_str(b, sb, sizeof sb), why);
 }
 
-ag_status ag__matmul_shape(ag_tape *t, ag_record *r, ag_tensor *out)
+static ag_status matmul_shape(ag_tape *t, ag_record *r, ag_tensor *out)
 {
     const ag_tensor *a = r->in[0], *b = r->in[1];
     if (a->rank < 2 || a->rank > 3 || b->rank < 2 || b->rank > 3)
@@ -63,7 +63,7 @@ static const char *entry(const ag_tensor *x, const void *base, size_t i, size_t 
     return (const char *)base + i * stride * ag_dtype_size(x->dtype);
 }
 
-ag_status ag__matmul_forward(ag_tape *t, ag_record *r)
+static ag_status matmul_forward(ag_tape *t, ag_record *r)
 {
     const ag_tensor *a = r->in[0], *b = r->in[1];
     mm_dims d = dims_of(a, b);
@@ -75,7 +75,7 @@ ag_status ag__matmul_forward(ag_tape *t, ag_record *r)
     return s;
 }
 
-ag_status ag__matmul_backward(ag_tape *t, const ag_record *r, const void *gout, void *gin[])
+static ag_status matmul_backward(ag_tape *t, const ag_record *r, const void *gout, void *gin[])
 {
     const ag_tensor *a = r->in[0], *b = r->in[1];
     mm_dims d = dims_of(a, b);
@@ -92,7 +92,11 @@ ag_status ag__matmul_backward(ag_tape *t, const ag_record *r, const void *gout, 
     return s;
 }
 
+const ag_op_def ag__op_matmul = {.name = "matmul", .arity = 2, .same_dtype = true,
+                                 .shape = matmul_shape, .forward = matmul_forward,
+                                 .backward = matmul_backward};
+
 ag_tensor *ag_matmul(ag_tape *t, ag_tensor *a, ag_tensor *b)
 {
-    return ag__apply(t, AG_OP_MATMUL, a, b, NULL);
+    return ag__apply(t, &ag__op_matmul, a, b, NULL);
 }

@@ -7,7 +7,7 @@
 /* ------------------------------------------------------------ transpose
  *   y[b][j][i] = x[b][i][j]   x: (B,m,n)  y: (B,n,m) */
 
-ag_status ag__transpose_shape(ag_tape *t, ag_record *r, ag_tensor *out)
+static ag_status transpose_shape(ag_tape *t, ag_record *r, ag_tensor *out)
 {
     const ag_tensor *x = r->in[0];
     if (x->rank < 2) {
@@ -30,7 +30,7 @@ static void transpose_dims(const ag_tensor *x, size_t *batch, size_t *m, size_t 
     *batch = mn ? x->numel / mn : 0;
 }
 
-ag_status ag__transpose_forward(ag_tape *t, ag_record *r)
+static ag_status transpose_forward(ag_tape *t, ag_record *r)
 {
     (void)t;
     size_t batch, m, n;
@@ -46,7 +46,7 @@ ag_status ag__transpose_forward(ag_tape *t, ag_record *r)
     return AG_OK;
 }
 
-ag_status ag__transpose_backward(ag_tape *t, const ag_record *r, const void *gout, void *gin[])
+static ag_status transpose_backward(ag_tape *t, const ag_record *r, const void *gout, void *gin[])
 {
     (void)t;
     size_t batch, m, n;
@@ -65,7 +65,7 @@ ag_status ag__transpose_backward(ag_tape *t, const ag_record *r, const void *gou
 /* ------------------------------------------------------------ reshape, detach
  * Both share the input's data; a gradient passes through unchanged. */
 
-ag_status ag__reshape_shape(ag_tape *t, ag_record *r, ag_tensor *out)
+static ag_status reshape_shape(ag_tape *t, ag_record *r, ag_tensor *out)
 {
     const ag_tensor *x = r->in[0];
     size_t rank = r->attr.rank, numel;
@@ -88,14 +88,14 @@ ag_status ag__reshape_shape(ag_tape *t, ag_record *r, ag_tensor *out)
     return AG_OK;
 }
 
-ag_status ag__reshape_forward(ag_tape *t, ag_record *r)
+static ag_status reshape_forward(ag_tape *t, ag_record *r)
 {
     (void)t;
     r->out->data = r->in[0]->data;
     return AG_OK;
 }
 
-ag_status ag__reshape_backward(ag_tape *t, const ag_record *r, const void *gout, void *gin[])
+static ag_status reshape_backward(ag_tape *t, const ag_record *r, const void *gout, void *gin[])
 {
     (void)t;
     AG_DISPATCH(r->out->dtype, T, {
@@ -110,7 +110,7 @@ ag_status ag__reshape_backward(ag_tape *t, const ag_record *r, const void *gout,
 /* ------------------------------------------------------------ concat, slice
  * Seen around the axis as (outer, n, inner), a row of y = rows of inputs. */
 
-ag_status ag__concat_shape(ag_tape *t, ag_record *r, ag_tensor *out)
+static ag_status concat_shape(ag_tape *t, ag_record *r, ag_tensor *out)
 {
     const ag_tensor *a = r->in[0], *b = r->in[1];
     if (ag__check_axis(t, r) != AG_OK)
@@ -130,7 +130,7 @@ ag_status ag__concat_shape(ag_tape *t, ag_record *r, ag_tensor *out)
     return AG_OK;
 }
 
-ag_status ag__concat_forward(ag_tape *t, ag_record *r)
+static ag_status concat_forward(ag_tape *t, ag_record *r)
 {
     (void)t;
     size_t outer, na, nb, inner, es = ag_dtype_size(r->out->dtype);
@@ -146,7 +146,7 @@ ag_status ag__concat_forward(ag_tape *t, ag_record *r)
     return AG_OK;
 }
 
-ag_status ag__concat_backward(ag_tape *t, const ag_record *r, const void *gout, void *gin[])
+static ag_status concat_backward(ag_tape *t, const ag_record *r, const void *gout, void *gin[])
 {
     (void)t;
     size_t outer, na, nb, inner;
@@ -166,7 +166,7 @@ ag_status ag__concat_backward(ag_tape *t, const ag_record *r, const void *gout, 
     return AG_OK;
 }
 
-ag_status ag__slice_shape(ag_tape *t, ag_record *r, ag_tensor *out)
+static ag_status slice_shape(ag_tape *t, ag_record *r, ag_tensor *out)
 {
     const ag_tensor *x = r->in[0];
     if (ag__check_axis(t, r) != AG_OK)
@@ -183,7 +183,7 @@ ag_status ag__slice_shape(ag_tape *t, ag_record *r, ag_tensor *out)
     return AG_OK;
 }
 
-ag_status ag__slice_forward(ag_tape *t, ag_record *r)
+static ag_status slice_forward(ag_tape *t, ag_record *r)
 {
     (void)t;
     size_t outer, n, inner, es = ag_dtype_size(r->out->dtype);
@@ -197,7 +197,7 @@ ag_status ag__slice_forward(ag_tape *t, ag_record *r)
     return AG_OK;
 }
 
-ag_status ag__slice_backward(ag_tape *t, const ag_record *r, const void *gout, void *gin[])
+static ag_status slice_backward(ag_tape *t, const ag_record *r, const void *gout, void *gin[])
 {
     (void)t;
     size_t outer, n, inner;
@@ -215,7 +215,7 @@ ag_status ag__slice_backward(ag_tape *t, const ag_record *r, const void *gout, v
 
 /* ------------------------------------------------------------ cast */
 
-ag_status ag__cast_shape(ag_tape *t, ag_record *r, ag_tensor *out)
+static ag_status cast_shape(ag_tape *t, ag_record *r, ag_tensor *out)
 {
     if (ag_dtype_size(r->attr.dtype) == 0)
         return ag__error(t, AG_ERR_DTYPE, "ag_cast: %d is not a dtype", (int)r->attr.dtype);
@@ -235,48 +235,63 @@ static void convert(ag_dtype to, void *dst, ag_dtype from, const void *src, size
     }
 }
 
-ag_status ag__cast_forward(ag_tape *t, ag_record *r)
+static ag_status cast_forward(ag_tape *t, ag_record *r)
 {
     (void)t;
     convert(r->out->dtype, r->out->data, r->in[0]->dtype, r->in[0]->data, r->out->numel, false);
     return AG_OK;
 }
 
-ag_status ag__cast_backward(ag_tape *t, const ag_record *r, const void *gout, void *gin[])
+static ag_status cast_backward(ag_tape *t, const ag_record *r, const void *gout, void *gin[])
 {
     (void)t;
     convert(r->in[0]->dtype, gin[0], r->out->dtype, gout, r->out->numel, true);
     return AG_OK;
 }
 
+const ag_op_def ag__op_transpose = {.name = "transpose", .arity = 1, .shape = transpose_shape,
+                                    .forward = transpose_forward, .backward = transpose_backward};
+const ag_op_def ag__op_reshape = {.name = "reshape", .arity = 1, .view = true, .shape = reshape_shape,
+                                  .forward = reshape_forward, .backward = reshape_backward};
+const ag_op_def ag__op_concat = {.name = "concat", .arity = 2, .same_dtype = true, .shape = concat_shape,
+                                 .forward = concat_forward, .backward = concat_backward};
+const ag_op_def ag__op_slice = {.name = "slice", .arity = 1, .shape = slice_shape,
+                                .forward = slice_forward, .backward = slice_backward};
+const ag_op_def ag__op_cast = {.name = "cast", .arity = 1, .shape = cast_shape,
+                               .forward = cast_forward, .backward = cast_backward};
+/* detach shares its input's data like reshape, and no gradient passes */
+const ag_op_def ag__op_detach = {.name = "detach", .arity = 1, .view = true, .no_grad = true,
+                                 .shape = ag__shape_same, .forward = reshape_forward,
+                                 .backward = reshape_backward};
+
 /* ------------------------------------------------------------ public API */
 
 ag_tensor *ag_transpose(ag_tape *t, ag_tensor *x)
 {
-    return ag__apply(t, AG_OP_TRANSPOSE, x, NULL, NULL);
+    return ag__apply(t, &ag__op_transpose, x, NULL, NULL);
 }
 
 ag_tensor *ag_reshape(ag_tape *t, ag_tensor *x, const size_t *shape, size_t rank)
 {
-    return ag__apply(t, AG_OP_RESHAPE, x, NULL, &(ag_attr){.shape = shape, .rank = rank});
+    return ag__apply(t, &ag__op_reshape, x, NULL, &(ag_attr){.shape = shape, .rank = rank});
 }
 
 ag_tensor *ag_concat(ag_tape *t, ag_tensor *a, ag_tensor *b, int axis)
 {
-    return ag__apply(t, AG_OP_CONCAT, a, b, &(ag_attr){.axis = axis});
+    return ag__apply(t, &ag__op_concat, a, b, &(ag_attr){.axis = axis});
 }
 
 ag_tensor *ag_slice(ag_tape *t, ag_tensor *x, int axis, size_t start, size_t end)
 {
-    return ag__apply(t, AG_OP_SLICE, x, NULL, &(ag_attr){.axis = axis, .start = start, .end = end});
+    return ag__apply(t, &ag__op_slice, x, NULL, &(ag_attr){.axis = axis, .start = start, .end = end});
 }
 
 ag_tensor *ag_cast(ag_tape *t, ag_tensor *x, ag_dtype dt)
 {
-    return ag__apply(t, AG_OP_CAST, x, NULL, &(ag_attr){.dtype = dt});
+    return ag__apply(t, &ag__op_cast, x, NULL, &(ag_attr){.dtype = dt});
 }
 
 ag_tensor *ag_detach(ag_tape *t, ag_tensor *x)
 {
-    return ag__apply(t, AG_OP_DETACH, x, NULL, NULL);
+    return ag__apply(t, &ag__op_detach, x, NULL, NULL);
 }

@@ -1,0 +1,50 @@
+/* list.h: every op of the engine, once. Each AG_OP(name) entry is defined
+ * in its family's file as `const ag_op_def ag__op_name = {...}` (name,
+ * arity, shape rule, forward, backward together); the list makes the
+ * table (ops/table.c) and the count. A list entry without a definition
+ * fails to link; a definition missing a piece fails test_ops_table.
+ *
+ * Adding an op: one line here, its definition block, the public wrapper
+ * and a line in autograd.h, and a reference case (tests/data). */
+/* elementwise.c: binary, broadcast */
+AG_OP(add)
+AG_OP(sub)
+AG_OP(mul)
+AG_OP(div)
+/* elementwise.c: unary */
+AG_OP(neg)
+AG_OP(exp)
+AG_OP(log)
+AG_OP(sqrt)
+AG_OP(pow)
+AG_OP(abs)
+AG_OP(sigmoid)
+AG_OP(tanh)
+AG_OP(relu)
+AG_OP(leaky_relu)
+AG_OP(softplus)
+AG_OP(add_scalar)
+AG_OP(scale)
+/* matmul.c */
+AG_OP(matmul)
+/* shape.c */
+AG_OP(transpose)
+AG_OP(reshape)
+AG_OP(concat)
+AG_OP(slice)
+AG_OP(cast)
+AG_OP(detach)
+/* reduce.c */
+AG_OP(sum)
+AG_OP(mean)
+AG_OP(sum_axis)
+AG_OP(mean_axis)
+AG_OP(max_axis)
+AG_OP(softmax)
+AG_OP(log_softmax)
+/* loss.c */
+AG_OP(mse)
+AG_OP(quadratic_cost)
+AG_OP(bce)
+AG_OP(bce_with_logits)
+AG_OP(cross_entropy)
