@@ -6,6 +6,9 @@
  * mid-sized product: so a thread that has just finished spins a little on
  * the job counter before it sleeps, and the next job of a training step
  * usually finds it awake. */
+/* POSIX for the ThreadSanitizer build, whose <threads.h> is a pthreads shim
+ * (tests/tsan/threads.h); the C11 threads used here need nothing more. */
+#define _POSIX_C_SOURCE 200809L
 #include "../internal.h"
 
 #include <stdatomic.h>
@@ -76,13 +79,16 @@ static int worker(void *arg)
 
 ag_pool *ag__pool_new(size_t n_threads)
 {
+    size_t bytes;
+    if (!ag__mul_size(n_threads, sizeof(thrd_t), &bytes)) /* an absurd count: no pool */
+        return NULL;
     ag_pool *p = ag__calloc(sizeof *p);
     if (!p)
         return NULL;
     p->cap = n_threads;
-    p->threads = n_threads ? ag__calloc(n_threads * sizeof *p->threads) : NULL;
+    p->threads = n_threads ? ag__calloc(bytes) : NULL;
     if ((n_threads && !p->threads) || mtx_init(&p->mu, mtx_plain) != thrd_success) {
-        ag__free(p->threads, n_threads * sizeof *p->threads);
+        ag__free(p->threads, bytes);
         ag__free(p, sizeof *p);
         return NULL;
     }
