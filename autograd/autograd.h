@@ -336,6 +336,15 @@ ag_tensor *ag_bce_with_logits(ag_tape *t, ag_tensor *z, ag_tensor *y);
  * either float dtype): mean over rows of -log_softmax(z)[row, c[row]]. */
 ag_tensor *ag_cross_entropy(ag_tape *t, ag_tensor *z, ag_tensor *c);
 
+/* ------------------------------------------------------ second op set:
+ * elementwise (broadcast where binary) */
+
+/* ------------------------------------------------ second op set: shapes,
+ * indexing, products of any rank */
+
+/* ---------------------------------------- second op set: reductions,
+ * normalisation, losses */
+
 /* -------------------------------------------------------------- checking */
 
 /* A function of some input tensors recorded on t; returns its output (any

@@ -243,8 +243,7 @@ static ag_tensor *make_leaf(env *e, const ref_line *l)
     return x;
 }
 
-/* An integer attribute in a range where casts are defined. */
-static bool int_attr(const ref_line *l, size_t i, long *out)
+bool ref_int_attr(const ref_line *l, size_t i, long *out)
 {
     if (i >= l->nattrs || !(fabs(l->attrs[i]) < 1e9) || l->attrs[i] != floor(l->attrs[i]))
         return false;
@@ -252,132 +251,64 @@ static bool int_attr(const ref_line *l, size_t i, long *out)
     return true;
 }
 
-typedef enum { A_NONE, A_SCALAR, A_AXIS, A_AXIS_KEEP, A_SLICE, A_SHAPE, A_CAST } attr_kind;
+bool ref_shape_attrs(const ref_line *l, size_t from, size_t *shape, size_t *rank)
+{
+    if (l->nattrs < from || l->nattrs - from > AG_MAX_RANK)
+        return false;
+    *rank = l->nattrs - from;
+    for (size_t i = 0; i < *rank; i++) {
+        long d;
+        if (!ref_int_attr(l, from + i, &d) || d < 0)
+            return false;
+        shape[i] = (size_t)d;
+    }
+    return true;
+}
 
-/* A reference op: its name in the files, the engine op it runs (the name
- * in autograd/ops/list.h), arity and attributes. */
-typedef struct {
-    const char *name, *engine;
-    size_t nargs;
-    attr_kind attrs;
-    ag_tensor *(*f1)(ag_tape *, ag_tensor *);
-    ag_tensor *(*f2)(ag_tape *, ag_tensor *, ag_tensor *);
-} ref_op;
+/* Every family's table; each ends with an entry whose name is NULL. */
+static const ref_op *const tables[] = {ref_ops_core, ref_ops_math, ref_ops_shape, ref_ops_reduce};
 
-static const ref_op ops[] = {
-    {"neg", "neg", 1, A_NONE, ag_neg, NULL}, {"exp", "exp", 1, A_NONE, ag_exp, NULL},
-    {"log", "log", 1, A_NONE, ag_log, NULL}, {"sqrt", "sqrt", 1, A_NONE, ag_sqrt, NULL},
-    {"sigmoid", "sigmoid", 1, A_NONE, ag_sigmoid, NULL}, {"tanh", "tanh", 1, A_NONE, ag_tanh, NULL},
-    {"relu", "relu", 1, A_NONE, ag_relu, NULL}, {"softplus", "softplus", 1, A_NONE, ag_softplus, NULL},
-    {"abs", "abs", 1, A_NONE, ag_abs, NULL}, {"transpose", "transpose", 1, A_NONE, ag_transpose, NULL},
-    {"sum", "sum", 1, A_NONE, ag_sum, NULL}, {"mean", "mean", 1, A_NONE, ag_mean, NULL},
-    {"detach", "detach", 1, A_NONE, ag_detach, NULL},
-    {"add", "add", 2, A_NONE, NULL, ag_add}, {"sub", "sub", 2, A_NONE, NULL, ag_sub},
-    {"mul", "mul", 2, A_NONE, NULL, ag_mul}, {"div", "div", 2, A_NONE, NULL, ag_div},
-    {"matmul", "matmul", 2, A_NONE, NULL, ag_matmul}, {"bmm", "matmul", 2, A_NONE, NULL, ag_matmul},
-    {"mse_loss", "mse", 2, A_NONE, NULL, ag_mse},
-    {"quadratic_cost", "quadratic_cost", 2, A_NONE, NULL, ag_quadratic_cost},
-    {"bce_loss", "bce", 2, A_NONE, NULL, ag_bce},
-    {"bce_with_logits", "bce_with_logits", 2, A_NONE, NULL, ag_bce_with_logits},
-    {"cross_entropy", "cross_entropy", 2, A_NONE, NULL, ag_cross_entropy},
-    {"leaky_relu", "leaky_relu", 1, A_SCALAR, NULL, NULL}, {"pow", "pow", 1, A_SCALAR, NULL, NULL},
-    {"add_scalar", "add_scalar", 1, A_SCALAR, NULL, NULL}, {"scale", "scale", 1, A_SCALAR, NULL, NULL},
-    {"softmax", "softmax", 1, A_AXIS, NULL, NULL}, {"log_softmax", "log_softmax", 1, A_AXIS, NULL, NULL},
-    {"concat", "concat", 2, A_AXIS, NULL, NULL},
-    {"sum_axis", "sum_axis", 1, A_AXIS_KEEP, NULL, NULL}, {"mean_axis", "mean_axis", 1, A_AXIS_KEEP, NULL, NULL},
-    {"max_axis", "max_axis", 1, A_AXIS_KEEP, NULL, NULL},
-    {"slice", "slice", 1, A_SLICE, NULL, NULL}, {"reshape", "reshape", 1, A_SHAPE, NULL, NULL},
-    {"cast", "cast", 1, A_CAST, NULL, NULL},
-};
+static const ref_op *find_op(const char *name)
+{
+    for (size_t k = 0; k < sizeof tables / sizeof tables[0]; k++)
+        for (const ref_op *op = tables[k]; op->name; op++)
+            if (strcmp(op->name, name) == 0)
+                return op;
+    return NULL;
+}
 
 const char *ref_op_at(size_t i)
 {
-    return i < sizeof ops / sizeof ops[0] ? ops[i].name : NULL;
-}
-
-const char *ref_engine_op(const char *op)
-{
-    for (size_t i = 0; i < sizeof ops / sizeof ops[0]; i++)
-        if (strcmp(ops[i].name, op) == 0)
-            return ops[i].engine;
+    for (size_t k = 0; k < sizeof tables / sizeof tables[0]; k++)
+        for (const ref_op *op = tables[k]; op->name; op++)
+            if (i-- == 0)
+                return op->name;
     return NULL;
 }
 
-/* The ops whose attributes need more than a table row. */
-static ag_tensor *apply_with_attrs(env *e, const ref_op *op, const ref_line *l, ag_tensor *a, ag_tensor *b)
+const char *ref_engine_op(const char *name)
 {
-    ag_tape *t = e->tape;
-    long ax = 0, keep = 0, start = 0, end = 0;
-    const char *n = op->name;
-    switch (op->attrs) {
-    case A_NONE:
-        return op->f1 ? op->f1(t, a) : op->f2(t, a, b);
-    case A_SCALAR:
-        if (l->nattrs != 1)
-            return NULL;
-        return strcmp(n, "pow") == 0          ? ag_pow(t, a, l->attrs[0])
-             : strcmp(n, "add_scalar") == 0   ? ag_add_scalar(t, a, l->attrs[0])
-             : strcmp(n, "scale") == 0        ? ag_scale(t, a, l->attrs[0])
-                                              : ag_leaky_relu(t, a, l->attrs[0]);
-    case A_CAST: /* 32 or 64 bits, or 0: back to the dtype the case runs in */
-        if (l->nattrs != 1 || (l->attrs[0] != 0 && l->attrs[0] != 32 && l->attrs[0] != 64))
-            return NULL;
-        return ag_cast(t, a, l->attrs[0] == 0 ? e->dt : l->attrs[0] == 32 ? AG_F32 : AG_F64);
-    case A_AXIS:
-        if (l->nattrs != 1 || !int_attr(l, 0, &ax))
-            return NULL;
-        return strcmp(n, "concat") == 0 ? ag_concat(t, a, b, (int)ax)
-             : strcmp(n, "softmax") == 0 ? ag_softmax(t, a, (int)ax) : ag_log_softmax(t, a, (int)ax);
-    case A_AXIS_KEEP:
-        if (l->nattrs != 2 || !int_attr(l, 0, &ax) || !int_attr(l, 1, &keep))
-            return NULL;
-        return strcmp(n, "sum_axis") == 0 ? ag_sum_axis(t, a, (int)ax, keep != 0)
-             : strcmp(n, "mean_axis") == 0 ? ag_mean_axis(t, a, (int)ax, keep != 0)
-             : ag_max_axis(t, a, (int)ax, keep != 0);
-    case A_SLICE:
-        if (l->nattrs != 3 || !int_attr(l, 0, &ax) || !int_attr(l, 1, &start) || !int_attr(l, 2, &end) ||
-            start < 0 || end < 0)
-            return NULL;
-        return ag_slice(t, a, (int)ax, (size_t)start, (size_t)end);
-    case A_SHAPE: {
-        size_t shape[AG_MAX_RANK];
-        if (l->nattrs > AG_MAX_RANK)
-            return NULL;
-        for (size_t i = 0; i < l->nattrs; i++) {
-            long d;
-            if (!int_attr(l, i, &d) || d < 0)
-                return NULL;
-            shape[i] = (size_t)d;
-        }
-        return ag_reshape(t, a, shape, l->nattrs);
-    }
-    }
-    return NULL;
+    const ref_op *op = find_op(name);
+    return op ? op->engine : NULL;
 }
 
 static ag_tensor *run_step(env *e, const ref_line *l)
 {
-    const ref_op *op = NULL;
-    for (size_t i = 0; i < sizeof ops / sizeof ops[0]; i++)
-        if (strcmp(ops[i].name, l->op) == 0)
-            op = &ops[i];
+    const ref_op *op = find_op(l->op);
     if (!op || l->nargs != op->nargs) {
         snprintf(e->res.what, sizeof e->res.what, "line %d: unknown op or wrong arity: %s", l->line, l->op);
         return NULL;
     }
-    ag_tensor *a = lookup(e, l->args[0]), *b = op->nargs > 1 ? lookup(e, l->args[1]) : NULL;
-    if (!a || (op->nargs > 1 && !b)) {
-        snprintf(e->res.what, sizeof e->res.what, "line %d: unknown argument", l->line);
-        return NULL;
-    }
-    if (strcmp(op->name, "bmm") == 0 && (ag_tensor_rank(a) != 3 || ag_tensor_rank(b) != 3)) {
-        snprintf(e->res.what, sizeof e->res.what, "line %d: bmm needs rank-3 operands", l->line);
-        return NULL;
-    }
-    ag_tensor *y = apply_with_attrs(e, op, l, a, b);
+    ag_tensor *x[REF_MAX_ARGS] = {NULL};
+    for (size_t i = 0; i < op->nargs; i++)
+        if (!(x[i] = lookup(e, l->args[i]))) {
+            snprintf(e->res.what, sizeof e->res.what, "line %d: unknown argument", l->line);
+            return NULL;
+        }
+    ag_tensor *y = op->run(e->tape, x, l, e->dt);
     if (!y)
         snprintf(e->res.what, sizeof e->res.what, "line %d: %s: %s", l->line, l->op,
-                 ag_tape_status(e->tape) ? ag_tape_error(e->tape) : "bad attributes");
+                 ag_tape_status(e->tape) ? ag_tape_error(e->tape) : "bad arguments or attributes");
     return y;
 }
 

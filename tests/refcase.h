@@ -6,7 +6,7 @@
 #include "autograd.h"
 
 #define REF_NAME_MAX 64
-#define REF_MAX_ARGS 2
+#define REF_MAX_ARGS 3
 #define REF_MAX_ATTRS 8
 
 typedef enum { REF_INPUT, REF_CONST, REF_STEP, REF_VALUE, REF_GRAD } ref_kind;
@@ -44,6 +44,26 @@ typedef struct {
     char what[128];      /* the worst element: "grad t1[3]" or an error */
     double got, want;
 } ref_result;
+
+/* An op of the files: its name there, the engine op it runs (its name in
+ * autograd/ops/list.h), its argument count, and how to run it on t with
+ * the step's attributes (NULL, with or without an error on t, for
+ * attributes that do not fit). dt is the dtype the case runs in. */
+typedef ag_tensor *(*ref_run_fn)(ag_tape *t, ag_tensor *const *x, const ref_line *l, ag_dtype dt);
+typedef struct {
+    const char *name, *engine;
+    size_t nargs;
+    ref_run_fn run;
+} ref_op;
+
+/* One table per op family (tests/refops_*.c), each ending with an entry
+ * whose name is NULL. */
+extern const ref_op ref_ops_core[], ref_ops_math[], ref_ops_shape[], ref_ops_reduce[];
+
+/* Attribute i as an integer (false if absent or not one). */
+bool ref_int_attr(const ref_line *l, size_t i, long *out);
+/* Attributes from..end as a shape of non-negative integers. */
+bool ref_shape_attrs(const ref_line *l, size_t from, size_t *shape, size_t *rank);
 
 /* The engine op (its name in autograd/ops/list.h) that a file's op runs,
  * or NULL for an op the runner does not know. */

@@ -25,6 +25,8 @@ AG_OP(leaky_relu)
 AG_OP(softplus)
 AG_OP(add_scalar)
 AG_OP(scale)
+/* elementwise.c: the second op set */
+/* (end of the elementwise second op set) */
 /* matmul.c */
 AG_OP(matmul)
 /* shape.c */
@@ -34,6 +36,8 @@ AG_OP(concat)
 AG_OP(slice)
 AG_OP(cast)
 AG_OP(detach)
+/* shape.c, index.c: the second op set */
+/* (end of the shape second op set) */
 /* reduce.c */
 AG_OP(sum)
 AG_OP(mean)
@@ -42,9 +46,13 @@ AG_OP(mean_axis)
 AG_OP(max_axis)
 AG_OP(softmax)
 AG_OP(log_softmax)
+/* reduce.c: the second op set */
+/* (end of the reduce second op set) */
 /* loss.c */
 AG_OP(mse)
 AG_OP(quadratic_cost)
 AG_OP(bce)
 AG_OP(bce_with_logits)
 AG_OP(cross_entropy)
+/* loss.c, norm.c: the second op set */
+/* (end of the loss second op set) */
