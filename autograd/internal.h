@@ -55,14 +55,23 @@ struct ag_tensor {
 };
 
 /* Op parameters beyond the input tensors. */
+/* Op parameters beyond the input tensors. The pointers point at the
+ * caller's memory, valid only while the op runs: what a backward needs of
+ * them is copied into r->saved by the forward. */
 typedef struct {
-    double scalar;       /* pow exponent, leaky slope, scale, added constant */
+    double scalar;       /* pow exponent, leaky slope, scale, added constant, ... */
+    double scalar2;      /* a second one (clamp's upper bound) */
     int axis;            /* already normalised to 0..rank-1 */
     bool keepdim;
-    size_t start, end;   /* slice */
+    bool training;       /* dropout */
     ag_dtype dtype;      /* cast target */
-    size_t rank;         /* reshape target */
-    const size_t *shape;
+    size_t start, end;   /* slice */
+    size_t rank;         /* entries of shape or axes */
+    union {
+        const size_t *shape; /* reshape and expand targets */
+        const int *axes;     /* permutations, several axes */
+        ag_rng *rng;         /* dropout's mask */
+    };
 } ag_attr;
 
 typedef struct ag_op_def ag_op_def;
