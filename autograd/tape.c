@@ -315,7 +315,7 @@ static bool inputs_ok(ag_tape *t, const ag_op_def *def, const ag_record *r)
         take_result why = take(t, r->in[i]);
         if (why != TAKE_OK) {
             char fn[48], arg[16];
-            snprintf(fn, sizeof fn, "ag_%s", def->name);
+            snprintf(fn, sizeof fn, "ag_%.40s", def->name);
             snprintf(arg, sizeof arg, "input %d", i + 1);
             take_fail(t, why, fn, arg);
             return false;
