@@ -314,7 +314,7 @@ static bool inputs_ok(ag_tape *t, const ag_op_def *def, const ag_record *r)
     for (int i = 0; i < def->arity; i++) {
         take_result why = take(t, r->in[i]);
         if (why != TAKE_OK) {
-            char fn[48], arg[16];
+            char fn[48], arg[24];
             snprintf(fn, sizeof fn, "ag_%.40s", def->name);
             snprintf(arg, sizeof arg, "input %d", i + 1);
             take_fail(t, why, fn, arg);
