@@ -155,7 +155,16 @@ ag_status nn_mlp_print(const nn_mlp *net, FILE *out);
  *          θ -= η·(m / (1-β1^t)) / (sqrt(v / (1-β2^t)) + ε)
  *   AdamW: θ -= η·λ·θ;  then Adam with λ = 0 (decoupled weight decay)
  * The state is kept in double; each parameter is rounded to its dtype once
- * per step. */
+ * per step.
+ *
+ * Before updating, a step measures the global L2 norm of all gradients,
+ * ‖∇‖ = sqrt(Σ ∇²) in double, in a fixed order (the same bits for any
+ * thread count). A NaN or Inf gradient makes the step fail with
+ * AG_ERR_NUMERIC, touching no parameter and no state, unless
+ * allow_nonfinite is set. With clip_norm c > 0, when ‖∇‖ + 1e-6 > c every
+ * gradient is scaled in place by c / (‖∇‖ + 1e-6) before the update
+ * (PyTorch's clip_grad_norm_); allowed non-finite gradients are not
+ * clipped. */
 typedef enum { NN_SGD, NN_ADAM, NN_ADAMW } nn_optim_kind;
 
 typedef struct {
@@ -166,6 +175,8 @@ typedef struct {
     double weight_decay; /* λ >= 0 */
     double beta1, beta2; /* Adam(W): in [0, 1) */
     double eps;          /* Adam(W): ε >= 0 */
+    double clip_norm;    /* c >= 0: clip the gradients' global norm to c (0: off) */
+    bool allow_nonfinite; /* step even with NaN/Inf gradients (default: refuse) */
 } nn_optim_config;
 
 /* Configurations with PyTorch's defaults: plain SGD; Adam with β = (0.9,
@@ -176,20 +187,30 @@ nn_optim_config nn_adamw(double lr);
 
 typedef struct nn_optim nn_optim;
 
-/* Makes an optimizer over n parameters (e.g. from nn_mlp_params) into *out;
- * caller frees with nn_optim_free. The tensors must be leaves with a grad
- * buffer (requires grad) and outlive the optimizer. All state is allocated
- * here, so nn_optim_step never allocates. Errors: AG_ERR_NULL, AG_ERR_VALUE
- * (bad hyper-parameter, n == 0), AG_ERR_STATE (a tensor without grad),
- * AG_ERR_OVERFLOW, AG_ERR_NOMEM. */
+/* Makes an optimizer over n parameters into *out; caller frees with
+ * nn_optim_free. The tensors must be leaves with a grad buffer (requires
+ * grad) and outlive the optimizer; the names are copied (for messages).
+ * All state is allocated here, so nn_optim_step never allocates. Errors:
+ * AG_ERR_NULL, AG_ERR_VALUE (bad hyper-parameter, n == 0), AG_ERR_STATE (a
+ * tensor without grad), AG_ERR_OVERFLOW, AG_ERR_NOMEM. For a model, use
+ * nn_mlp_optim_new: nn_optim_new(&c, nn_mlp_params(net, &n), n, ...) reads
+ * n before nn_mlp_params may have written it (unspecified order). */
 ag_status nn_optim_new(const nn_optim_config *cfg, const nn_param *params, size_t n,
                        nn_optim **out, nn_error *err);
+/* The way to make an optimizer for a model: nn_optim_new over every
+ * parameter of net (W1, b1, W2, ...), which must outlive it. Errors: as
+ * nn_optim_new's, named "nn_mlp_optim_new". */
+ag_status nn_mlp_optim_new(nn_mlp *net, const nn_optim_config *cfg, nn_optim **out,
+                           nn_error *err);
 /* Frees the optimizer (not the parameters). NULL is a no-op. */
 void nn_optim_free(nn_optim *opt);
 /* One update of every parameter from its gradient, on the calling thread
- * (nn_mlp_train_step spreads it over the tape's threads). AG_ERR_NULL for
- * NULL. */
-ag_status nn_optim_step(nn_optim *opt);
+ * (nn_mlp_train_step spreads it over the tape's threads), after the norm
+ * check and clipping above. Errors: AG_ERR_NULL, AG_ERR_NUMERIC ("nn_optim_step:
+ * gradient of W2 has nan at element 17 of [30,10]; parameters left
+ * unchanged": the first non-finite element in parameter order; nothing
+ * changed, the step not counted). */
+ag_status nn_optim_step(nn_optim *opt, nn_error *err);
 /* Sets every parameter's gradient to 0. NULL is a no-op. */
 void nn_optim_zero_grad(nn_optim *opt);
 /* The learning rate used by the next step (NaN for NULL). */
@@ -197,8 +218,12 @@ double nn_optim_lr(const nn_optim *opt);
 /* Sets the learning rate (e.g. from nn_lr_at each epoch). Errors:
  * AG_ERR_NULL, AG_ERR_VALUE (negative or not finite; the rate is kept). */
 ag_status nn_optim_set_lr(nn_optim *opt, double lr);
-/* Steps taken so far. */
+/* Steps taken so far (refused steps do not count). */
 size_t nn_optim_steps(const nn_optim *opt);
+/* The gradients' global L2 norm measured by the last step, before any
+ * clipping (also by a refused step: then NaN or Inf); NaN before the first
+ * step or for NULL. */
+double nn_optim_grad_norm(const nn_optim *opt);
 
 /* Learning-rate schedules, by epoch e from 0 (PyTorch's StepLR and
  * CosineAnnealingLR in closed form):
@@ -301,23 +326,33 @@ void nn_batches_free(nn_batches *it);
 
 /* The fraction of rows whose predicted class matches the target, into
  * *acc. Prediction: argmax of out's row [n, C], or for C == 1 the class
- * out >= 0.5. Target: class indices [n], or rows [n, C] (argmax; for C == 1
- * >= 0.5). Errors: AG_ERR_NULL, AG_ERR_SHAPE, AG_ERR_VALUE (no rows). */
-ag_status nn_accuracy(const ag_tensor *out, const ag_tensor *target, double *acc, nn_error *err);
+ * out >= threshold: 0.5 for probabilities (sigmoid output), 0 for logits
+ * (identity output, as NN_COST_BCE_LOGITS trains it); threshold is unused
+ * when C > 1. Target: class indices [n], or rows [n, C] (argmax; for C == 1
+ * 0/1 values, class 1 from 0.5 up). Errors: AG_ERR_NULL, AG_ERR_SHAPE,
+ * AG_ERR_VALUE (no rows; C == 1 and a threshold that is not finite). */
+ag_status nn_accuracy(const ag_tensor *out, const ag_tensor *target, double threshold, double *acc,
+                      nn_error *err);
 
 /* ---------------------------------------------------------- training */
 
 /* One training step: zero the optimizer's grads, forward x, cost against y,
  * backward, optimizer step, ag_tape_reset(t). The zeroing and the step run
  * over t's threads, like its ops (same bits for any count). *loss (may be
- * NULL) gets the cost before the step. In steady state it allocates
- * nothing. Errors: the tape's (message copied into err before the reset),
- * AG_ERR_NULL. */
+ * NULL) gets the cost before the step, also when the step is refused. In
+ * steady state it allocates nothing. Errors: the tape's (message copied
+ * into err before the reset), AG_ERR_NULL, AG_ERR_NUMERIC (a NaN or Inf
+ * gradient: the step is refused, see nn_optim_step). */
 ag_status nn_mlp_train_step(nn_mlp *net, ag_tape *t, nn_optim *opt, nn_cost cost,
                             ag_tensor *x, ag_tensor *y, double *loss, nn_error *err);
 /* The accuracy (see nn_accuracy) of the model on x against target, computed
- * on t with recording off. Resets t before returning, so t must hold
- * nothing the caller still needs. Errors: the tape's, nn_accuracy's. */
+ * on t with recording off. A single output (C == 1) is thresholded at its
+ * last activation's value at z = 0, so the class is 1 exactly when z >= 0:
+ * 0.5 after NN_SIGMOID, 0 after NN_IDENTITY (logits, trained with
+ * NN_COST_BCE_LOGITS) and the other activations. For another rule (e.g. an
+ * identity output fitted to 0/1 with MSE: 0.5), call nn_mlp_forward and
+ * nn_accuracy. Resets t before returning, so t must hold nothing the
+ * caller still needs. Errors: the tape's, nn_accuracy's. */
 ag_status nn_mlp_accuracy(nn_mlp *net, ag_tape *t, ag_tensor *x, const ag_tensor *target,
                           double *acc, nn_error *err);
 

@@ -49,8 +49,9 @@ static inline void nn__set(ag_dtype dt, void *p, size_t i, double v)
 ag_status nn__open_sized(const char *fn, const char *path, FILE **f, size_t *size, nn_error *err);
 
 /* nn_optim_step and nn_optim_zero_grad with the work spread over t's
- * threads (t NULL: the calling thread only), as nn_mlp_train_step runs them. */
-ag_status nn__optim_step(nn_optim *opt, ag_tape *t);
+ * threads (t NULL: the calling thread only), as nn_mlp_train_step runs them;
+ * fn names the public caller in err's message. */
+ag_status nn__optim_step(nn_optim *opt, ag_tape *t, const char *fn, nn_error *err);
 void nn__optim_zero_grad(nn_optim *opt, ag_tape *t);
 
 /* "[3,4]" into buf; returns buf. */

@@ -1,10 +1,16 @@
 /* optim.c: SGD (momentum, Nesterov, weight decay), Adam and AdamW over a
  * list of leaf tensors, in PyTorch's conventions (see nn.h). All state is
- * allocated at creation, so a step never allocates. */
+ * allocated at creation, so a step never allocates. A step first measures
+ * the gradients' global L2 norm, which both refuses non-finite gradients
+ * before anything is written and drives clipping. */
 #include "nn_internal.h"
 
 #include <math.h>
 #include <string.h>
+
+/* Elements per block of the norm: each block's sum of squares is one
+ * value, summed in block order, so the norm does not depend on threads. */
+#define NORM_BLOCK 4096
 
 struct nn_optim {
     ag_tensor *mem;        /* owns this struct and the arrays below */
@@ -12,8 +18,11 @@ struct nn_optim {
     size_t n;              /* parameters */
     size_t total;          /* their elements */
     ag_tensor **params;
+    const char **names;    /* copies of the parameters' names, for messages */
     double *state;         /* SGD: b per element; Adam(W): m then v per element */
+    double *block_ss;      /* Σ g² of each NORM_BLOCK elements, this step */
     size_t steps;
+    double grad_norm;      /* measured by the last step; NaN before one */
 };
 
 nn_optim_config nn_sgd(double lr)
@@ -37,9 +46,8 @@ nn_optim_config nn_adamw(double lr)
 static bool in_unit(double x) { return x >= 0 && x < 1; } /* false for NaN */
 static bool nonneg(double x) { return x >= 0 && isfinite(x); }
 
-static ag_status check_config(const nn_optim_config *c, nn_error *err)
+static ag_status check_config(const char *fn, const nn_optim_config *c, nn_error *err)
 {
-    const char *fn = "nn_optim_new";
     if (c->kind != NN_SGD && c->kind != NN_ADAM && c->kind != NN_ADAMW)
         return nn__fail(err, AG_ERR_VALUE, "%s: kind %d is not an nn_optim_kind", fn, (int)c->kind);
     if (!nonneg(c->lr))
@@ -56,16 +64,20 @@ static ag_status check_config(const nn_optim_config *c, nn_error *err)
                         c->beta2);
     if (c->kind != NN_SGD && !nonneg(c->eps))
         return nn__fail(err, AG_ERR_VALUE, "%s: eps %g must be finite and >= 0", fn, c->eps);
+    if (!nonneg(c->clip_norm))
+        return nn__fail(err, AG_ERR_VALUE, "%s: clip_norm %g must be finite and >= 0 (0: off)", fn,
+                        c->clip_norm);
     return AG_OK;
 }
 
-/* Checks every parameter and sums their elements into *total. */
-static ag_status check_params(const nn_param *p, size_t n, size_t *total, nn_error *err)
+/* Checks every parameter, sums their elements into *total and the bytes of
+ * their names (with terminators) into *name_bytes. */
+static ag_status check_params(const char *fn, const nn_param *p, size_t n, size_t *total,
+                              size_t *name_bytes, nn_error *err)
 {
-    const char *fn = "nn_optim_new";
     if (n == 0)
         return nn__fail(err, AG_ERR_VALUE, "%s: no parameters", fn);
-    *total = 0;
+    *total = *name_bytes = 0;
     for (size_t i = 0; i < n; i++) {
         const char *name = p[i].name ? p[i].name : "";
         if (!p[i].tensor)
@@ -75,47 +87,81 @@ static ag_status check_params(const nn_param *p, size_t n, size_t *total, nn_err
             return nn__fail(err, AG_ERR_STATE, "%s: params[%zu] '%s' does not require grad "
                             "(call ag_set_requires_grad)", fn, i, name);
         size_t k = ag_tensor_numel(p[i].tensor);
-        if (k > SIZE_MAX - *total)
+        size_t len = strlen(name) + 1;
+        if (k > SIZE_MAX - *total || len > SIZE_MAX - *name_bytes)
             return nn__fail(err, AG_ERR_OVERFLOW, "%s: the element count overflows", fn);
         *total += k;
+        *name_bytes += len;
     }
     return AG_OK;
+}
+
+/* nn_optim_new and nn_mlp_optim_new; fn names the caller in messages. */
+static ag_status optim_new(const char *fn, const nn_optim_config *cfg, const nn_param *params,
+                           size_t n, nn_optim **out, nn_error *err)
+{
+    size_t total = 0, name_bytes = 0;
+    ag_status s = check_config(fn, cfg, err);
+    if (s == AG_OK)
+        s = check_params(fn, params, n, &total, &name_bytes, err);
+    if (s != AG_OK)
+        return s;
+    size_t per = cfg->kind != NN_SGD ? 2 : cfg->momentum > 0 ? 1 : 0, n_state = 0;
+    size_t blocks = total / NORM_BLOCK + (total % NORM_BLOCK != 0);
+    nn__layout lay = {0};
+    nn__layout_add(&lay, 1, sizeof(nn_optim));
+    size_t o_params = nn__layout_add(&lay, n, sizeof(ag_tensor *));
+    size_t o_names = nn__layout_add(&lay, n, sizeof(char *));
+    size_t o_text = nn__layout_add(&lay, name_bytes, 1);
+    size_t o_blocks = nn__layout_add(&lay, blocks, sizeof(double));
+    lay.overflow |= !nn__mul(per, total, &n_state);
+    size_t o_state = nn__layout_add(&lay, n_state, sizeof(double));
+    if (lay.overflow)
+        return nn__fail(err, AG_ERR_OVERFLOW, "%s: the state's size overflows", fn);
+    ag_tensor *mem;
+    unsigned char *base = nn__mem(lay.size, &mem); /* zeroed: the state starts at 0 */
+    if (!base)
+        return nn__fail(err, AG_ERR_NOMEM, "%s: out of memory for %zu state values", fn, n_state);
+    nn_optim *o = (nn_optim *)base;
+    *o = (nn_optim){.mem = mem, .cfg = *cfg, .n = n, .total = total, .grad_norm = NAN};
+    o->params = (ag_tensor **)(base + o_params);
+    o->names = (const char **)(base + o_names);
+    o->block_ss = (double *)(base + o_blocks);
+    o->state = (double *)(base + o_state);
+    char *text = (char *)(base + o_text);
+    for (size_t i = 0; i < n; i++) {
+        const char *name = params[i].name ? params[i].name : "";
+        size_t len = strlen(name) + 1;
+        o->params[i] = params[i].tensor;
+        o->names[i] = memcpy(text, name, len);
+        text += len;
+    }
+    *out = o;
+    return nn__ok(err);
 }
 
 ag_status nn_optim_new(const nn_optim_config *cfg, const nn_param *params, size_t n,
                        nn_optim **out, nn_error *err)
 {
+    if (out)
+        *out = NULL;
     if (!out || !cfg || !params)
         return nn__fail(err, AG_ERR_NULL, "nn_optim_new: %s is NULL",
                         !out ? "out" : !cfg ? "cfg" : "params");
-    *out = NULL;
-    size_t total = 0;
-    ag_status s = check_config(cfg, err);
-    if (s == AG_OK)
-        s = check_params(params, n, &total, err);
-    if (s != AG_OK)
-        return s;
-    size_t per = cfg->kind != NN_SGD ? 2 : cfg->momentum > 0 ? 1 : 0, n_state = 0;
-    nn__layout lay = {0};
-    nn__layout_add(&lay, 1, sizeof(nn_optim));
-    size_t o_params = nn__layout_add(&lay, n, sizeof(ag_tensor *));
-    lay.overflow |= !nn__mul(per, total, &n_state);
-    size_t o_state = nn__layout_add(&lay, n_state, sizeof(double));
-    if (lay.overflow)
-        return nn__fail(err, AG_ERR_OVERFLOW, "nn_optim_new: the state's size overflows");
-    ag_tensor *mem;
-    unsigned char *base = nn__mem(lay.size, &mem); /* zeroed: the state starts at 0 */
-    if (!base)
-        return nn__fail(err, AG_ERR_NOMEM, "nn_optim_new: out of memory for %zu state values",
-                        n_state);
-    nn_optim *o = (nn_optim *)base;
-    *o = (nn_optim){.mem = mem, .cfg = *cfg, .n = n, .total = total};
-    o->params = (ag_tensor **)(base + o_params);
-    o->state = (double *)(base + o_state);
-    for (size_t i = 0; i < n; i++)
-        o->params[i] = params[i].tensor;
-    *out = o;
-    return nn__ok(err);
+    return optim_new("nn_optim_new", cfg, params, n, out, err);
+}
+
+ag_status nn_mlp_optim_new(nn_mlp *net, const nn_optim_config *cfg, nn_optim **out,
+                           nn_error *err)
+{
+    if (out)
+        *out = NULL;
+    if (!out || !net || !cfg)
+        return nn__fail(err, AG_ERR_NULL, "nn_mlp_optim_new: %s is NULL",
+                        !out ? "out" : !net ? "net" : "cfg");
+    size_t n = 0;
+    const nn_param *params = nn_mlp_params(net, &n); /* n is read only after this call */
+    return optim_new("nn_mlp_optim_new", cfg, params, n, out, err);
 }
 
 void nn_optim_free(nn_optim *opt)
@@ -185,13 +231,31 @@ static void adam_tensor(const nn_optim_config *c, ag_tensor *x, size_t lo, size_
     }
 }
 
+/* g *= k over elements [lo, hi) of x's gradient (clipping), f32 rounded once. */
+static void scale_grad(ag_tensor *x, size_t lo, size_t hi, double k)
+{
+    if (ag_tensor_dtype(x) == AG_F32) {
+        float *g = ag_grad(x);
+        for (size_t i = lo; i < hi; i++)
+            g[i] = (float)((double)g[i] * k);
+    } else {
+        double *g = ag_grad(x);
+        for (size_t i = lo; i < hi; i++)
+            g[i] *= k;
+    }
+}
+
 /* The parameters taken end to end as one range of opt->total elements, so
- * that a step or a zeroing can be cut into equal chunks across threads:
- * each chunk updates only its own elements, the same way on any thread. */
+ * that a step, a zeroing or a clipping can be cut into equal chunks across
+ * threads: each chunk updates only its own elements, the same way on any
+ * thread. */
+typedef enum { JOB_STEP, JOB_ZERO, JOB_SCALE } job_kind;
+
 typedef struct {
     nn_optim *opt;
-    bool zero;        /* zero the grads instead of stepping */
-    double bc1, bc2;
+    job_kind kind;
+    double bc1, bc2; /* step: the bias corrections */
+    double scale;    /* scale: the clipping factor */
 } optim_job;
 
 static void optim_range(void *ctx, size_t lo, size_t hi)
@@ -207,38 +271,191 @@ static void optim_range(void *ctx, size_t lo, size_t hi)
             size_t a = lo > start ? lo - start : 0, b = (hi < end ? hi : end) - start;
             size_t es = ag_dtype_size(ag_tensor_dtype(x));
             double *s = o->state + start;
-            if (j->zero)
+            switch (j->kind) {
+            case JOB_ZERO:
                 memset((char *)ag_grad(x) + a * es, 0, (b - a) * es);
-            else if (c->kind == NN_SGD)
-                sgd_tensor(c, x, a, b, s);
-            else
-                adam_tensor(c, x, a, b, s, s + o->total, j->bc1, j->bc2);
+                break;
+            case JOB_SCALE:
+                scale_grad(x, a, b, j->scale);
+                break;
+            case JOB_STEP:
+                if (c->kind == NN_SGD)
+                    sgd_tensor(c, x, a, b, s);
+                else
+                    adam_tensor(c, x, a, b, s, s + o->total, j->bc1, j->bc2);
+                break;
+            }
         }
         start = end;
     }
 }
 
-ag_status nn__optim_step(nn_optim *opt, ag_tape *t)
+/* ------------------------------------------------ the gradients' norm */
+
+/* Σ g² of n values, in double. Eight partial sums in a fixed pattern let
+ * the loop vectorise and keep its result the same on every call. */
+AG_TARGET_CLONES
+static double sumsq_f32(const float *g, size_t n)
+{
+    double acc[8] = {0};
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        double v[8];
+        for (size_t k = 0; k < 8; k++)
+            v[k] = (double)g[i + k];
+        for (size_t k = 0; k < 8; k++)
+            acc[k] += v[k] * v[k];
+    }
+    for (; i < n; i++)
+        acc[0] += (double)g[i] * (double)g[i];
+    return ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+}
+
+AG_TARGET_CLONES
+static double sumsq_f64(const double *g, size_t n)
+{
+    double acc[8] = {0};
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (size_t k = 0; k < 8; k++)
+            acc[k] += g[i + k] * g[i + k];
+    for (; i < n; i++)
+        acc[0] += g[i] * g[i];
+    return ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+}
+
+/* Σ g² over elements [a, b) of x's gradient. */
+static double grad_sumsq(const ag_tensor *x, size_t a, size_t b)
+{
+    if (ag_tensor_dtype(x) == AG_F32)
+        return sumsq_f32((const float *)ag_grad(x) + a, b - a);
+    return sumsq_f64((const double *)ag_grad(x) + a, b - a);
+}
+
+/* Σ g² over elements [lo, hi) of the whole range, tensor by tensor. */
+static double range_sumsq(const nn_optim *o, size_t lo, size_t hi)
+{
+    double sum = 0;
+    size_t start = 0;
+    for (size_t i = 0; i < o->n && start < hi; i++) {
+        size_t end = start + ag_tensor_numel(o->params[i]);
+        if (end > lo)
+            sum += grad_sumsq(o->params[i], lo > start ? lo - start : 0,
+                              (hi < end ? hi : end) - start);
+        start = end;
+    }
+    return sum;
+}
+
+/* Fills block_ss for every block that starts in [lo, hi): a block is
+ * summed whole by one chunk, whatever the chunks are. */
+static void norm_range(void *ctx, size_t lo, size_t hi)
+{
+    nn_optim *o = ctx;
+    for (size_t b = lo / NORM_BLOCK + (lo % NORM_BLOCK != 0); b * NORM_BLOCK < hi; b++) {
+        size_t s = b * NORM_BLOCK, e = o->total - s > NORM_BLOCK ? s + NORM_BLOCK : o->total;
+        o->block_ss[b] = range_sumsq(o, s, e);
+    }
+}
+
+/* The first gradient element that is NaN or infinite, in parameter order:
+ * its parameter *p, index *k and value *v; false when every one is finite. */
+static bool first_nonfinite(const nn_optim *o, size_t *p, size_t *k, double *v)
+{
+    for (size_t i = 0; i < o->n; i++) {
+        ag_dtype dt = ag_tensor_dtype(o->params[i]);
+        const void *g = ag_grad(o->params[i]);
+        for (size_t j = 0, n = ag_tensor_numel(o->params[i]); j < n; j++)
+            if (!isfinite(nn__get(dt, g, j))) {
+                *p = i;
+                *k = j;
+                *v = nn__get(dt, g, j);
+                return true;
+            }
+    }
+    return false;
+}
+
+/* The norm of finite f64 gradients whose squares overflow: scaled by the
+ * largest |g| first, as hypot does (rare, so one plain pass). */
+static double scaled_norm(const nn_optim *o)
+{
+    double m = 0, sum = 0;
+    for (size_t i = 0; i < o->n; i++)
+        for (size_t j = 0, n = ag_tensor_numel(o->params[i]); j < n; j++) {
+            double a = fabs(nn__get(ag_tensor_dtype(o->params[i]), ag_grad(o->params[i]), j));
+            m = a > m ? a : m;
+        }
+    for (size_t i = 0; i < o->n; i++)
+        for (size_t j = 0, n = ag_tensor_numel(o->params[i]); j < n; j++) {
+            double r = nn__get(ag_tensor_dtype(o->params[i]), ag_grad(o->params[i]), j) / m;
+            sum += r * r;
+        }
+    return m * sqrt(sum);
+}
+
+/* Measures the global norm into opt->grad_norm. Returns false, with err
+ * filled, when a gradient is not finite and the step must not run. */
+static bool measure(nn_optim *opt, ag_tape *t, const char *fn, bool *finite, nn_error *err)
+{
+    ag_parallel_for(t, opt->total, norm_range, opt);
+    double ss = 0;
+    for (size_t b = 0, nb = opt->total / NORM_BLOCK + (opt->total % NORM_BLOCK != 0); b < nb; b++)
+        ss += opt->block_ss[b]; /* in block order: the same sum for any thread count */
+    opt->grad_norm = sqrt(ss);
+    *finite = true;
+    if (isfinite(ss))
+        return true;
+    size_t p, k;
+    double v;
+    if (!first_nonfinite(opt, &p, &k, &v)) { /* finite f64 values whose squares overflow */
+        opt->grad_norm = scaled_norm(opt);
+        return true;
+    }
+    *finite = false;
+    if (opt->cfg.allow_nonfinite)
+        return true;
+    char sh[NN_SHAPE_BUF];
+    nn__fail(err, AG_ERR_NUMERIC, "%s: gradient of %s has %s at element %zu of %s; parameters "
+             "left unchanged", fn, opt->names[p][0] ? opt->names[p] : "a parameter",
+             isnan(v) ? "nan" : v > 0 ? "inf" : "-inf", k,
+             nn__shape_str(opt->params[p], sh, sizeof sh));
+    return false;
+}
+
+ag_status nn__optim_step(nn_optim *opt, ag_tape *t, const char *fn, nn_error *err)
 {
     if (!opt)
-        return AG_ERR_NULL;
+        return nn__fail(err, AG_ERR_NULL, "%s: opt is NULL", fn);
+    bool finite;
+    if (!measure(opt, t, fn, &finite, err))
+        return AG_ERR_NUMERIC;
+    double clip = opt->cfg.clip_norm, norm = opt->grad_norm;
+    if (clip > 0 && finite && norm + 1e-6 > clip) /* PyTorch's clip_grad_norm_ */
+        ag_parallel_for(t, opt->total, optim_range,
+                        &(optim_job){.opt = opt, .kind = JOB_SCALE, .scale = clip / (norm + 1e-6)});
     opt->steps++;
     double steps = (double)opt->steps;
-    optim_job j = {.opt = opt, .bc1 = 1 - pow(opt->cfg.beta1, steps),
+    optim_job j = {.opt = opt, .kind = JOB_STEP, .bc1 = 1 - pow(opt->cfg.beta1, steps),
                    .bc2 = 1 - pow(opt->cfg.beta2, steps)};
     ag_parallel_for(t, opt->total, optim_range, &j);
-    return AG_OK;
+    return nn__ok(err);
 }
 
 void nn__optim_zero_grad(nn_optim *opt, ag_tape *t)
 {
     if (opt)
-        ag_parallel_for(t, opt->total, optim_range, &(optim_job){.opt = opt, .zero = true});
+        ag_parallel_for(t, opt->total, optim_range, &(optim_job){.opt = opt, .kind = JOB_ZERO});
 }
 
-ag_status nn_optim_step(nn_optim *opt) { return nn__optim_step(opt, NULL); }
+ag_status nn_optim_step(nn_optim *opt, nn_error *err)
+{
+    return nn__optim_step(opt, NULL, "nn_optim_step", err);
+}
+
 void nn_optim_zero_grad(nn_optim *opt) { nn__optim_zero_grad(opt, NULL); }
 
+double nn_optim_grad_norm(const nn_optim *opt) { return opt ? opt->grad_norm : NAN; }
 double nn_optim_lr(const nn_optim *opt) { return opt ? opt->cfg.lr : NAN; }
 size_t nn_optim_steps(const nn_optim *opt) { return opt ? opt->steps : 0; }
 

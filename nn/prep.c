@@ -348,11 +348,11 @@ void nn_batches_free(nn_batches *it)
 /* ----------------------------------------------------------- accuracy */
 
 /* The class of row i of x [n, c]: argmax (the first maximum), or for one
- * column, whether the value is >= 0.5. */
-static size_t row_class(const ag_tensor *x, size_t i, size_t c)
+ * column, whether the value is >= threshold. */
+static size_t row_class(const ag_tensor *x, size_t i, size_t c, double threshold)
 {
     if (c == 1)
-        return ag_get(x, i) >= 0.5;
+        return ag_get(x, i) >= threshold;
     size_t best = 0;
     for (size_t j = 1; j < c; j++)
         if (ag_get(x, i * c + j) > ag_get(x, i * c + best))
@@ -360,7 +360,8 @@ static size_t row_class(const ag_tensor *x, size_t i, size_t c)
     return best;
 }
 
-ag_status nn_accuracy(const ag_tensor *out, const ag_tensor *target, double *acc, nn_error *err)
+ag_status nn_accuracy(const ag_tensor *out, const ag_tensor *target, double threshold, double *acc,
+                      nn_error *err)
 {
     const char *fn = "nn_accuracy";
     if (!out || !target || !acc)
@@ -376,10 +377,12 @@ ag_status nn_accuracy(const ag_tensor *out, const ag_tensor *target, double *acc
                         nn__shape_str(target, st, sizeof st));
     if (n == 0)
         return nn__fail(err, AG_ERR_VALUE, "%s: no rows", fn);
+    if (c == 1 && !isfinite(threshold))
+        return nn__fail(err, AG_ERR_VALUE, "%s: threshold %g is not finite", fn, threshold);
     size_t right = 0;
-    for (size_t i = 0; i < n; i++) {
-        double want = tr == 1 ? ag_get(target, i) : (double)row_class(target, i, c);
-        right += (double)row_class(out, i, c) == want;
+    for (size_t i = 0; i < n; i++) { /* 0/1 target rows: class 1 from 0.5 up */
+        double want = tr == 1 ? ag_get(target, i) : (double)row_class(target, i, c, 0.5);
+        right += (double)row_class(out, i, c, threshold) == want;
     }
     *acc = (double)right / (double)n;
     return nn__ok(err);

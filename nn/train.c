@@ -32,9 +32,18 @@ ag_status nn_mlp_train_step(nn_mlp *net, ag_tape *t, nn_optim *opt, nn_cost cost
         return tape_fail(t, fn, err);
     if (loss)
         *loss = ag_item(c);
-    nn__optim_step(opt, t);
+    ag_status s = nn__optim_step(opt, t, fn, err); /* refuses non-finite gradients */
     ag_tape_reset(t);
-    return nn__ok(err);
+    return s;
+}
+
+/* The threshold for a single output: its activation at z = 0, so that the
+ * class is 1 exactly when z >= 0 (the logit's sign): 0.5 after a sigmoid,
+ * 0 for identity (logits, as NN_COST_BCE_LOGITS trains them) and the rest. */
+static double output_threshold(const nn_mlp *net)
+{
+    const nn_spec *s = nn_mlp_spec(net);
+    return s->acts[s->n_layers - 1] == NN_SIGMOID ? 0.5 : 0;
 }
 
 ag_status nn_mlp_accuracy(nn_mlp *net, ag_tape *t, ag_tensor *x, const ag_tensor *target,
@@ -50,7 +59,7 @@ ag_status nn_mlp_accuracy(nn_mlp *net, ag_tape *t, ag_tensor *x, const ag_tensor
     ag_tape_set_recording(t, was);
     if (!out)
         return tape_fail(t, fn, err);
-    ag_status s = nn_accuracy(out, target, acc, err);
+    ag_status s = nn_accuracy(out, target, output_threshold(net), acc, err);
     ag_tape_reset(t);
     return s;
 }

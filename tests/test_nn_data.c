@@ -574,21 +574,49 @@ Test(nn_data, accuracy_by_argmax)
                                   (double[]){0, 1, 0, 1, 0, 0, 0, 0, 1, 0, 1, 0});
     double acc = -1;
     nn_error e;
-    cr_assert_eq(nn_accuracy(out, lab, &acc, &e), AG_OK, "%s", e.msg);
+    cr_assert_eq(nn_accuracy(out, lab, 0.5, &acc, &e), AG_OK, "%s", e.msg);
     cr_expect_eq(acc, 0.75, "rows 0, 1 right; row 2 wrong; row 3 a tie goes to the first");
-    cr_assert_eq(nn_accuracy(out, hot, &acc, &e), AG_OK);
+    cr_assert_eq(nn_accuracy(out, hot, 0.5, &acc, &e), AG_OK);
+    cr_expect_eq(acc, 0.75);
+    cr_assert_eq(nn_accuracy(out, lab, NAN, &acc, &e), AG_OK, "the threshold is unused for C > 1");
     cr_expect_eq(acc, 0.75);
     ag_tensor *p = ag_from_data(AG_F64, AG_SHAPE(4, 1), (double[]){0.2, 0.6, 0.5, 0.49});
     ag_tensor *t = ag_from_data(AG_F64, AG_SHAPE(4), (double[]){0, 1, 0, 0});
-    cr_assert_eq(nn_accuracy(p, t, &acc, &e), AG_OK);
+    cr_assert_eq(nn_accuracy(p, t, 0.5, &acc, &e), AG_OK);
     cr_expect_eq(acc, 0.75, "one output: class = (p >= 0.5)");
-    cr_expect_eq(nn_accuracy(out, t, &acc, &e), AG_OK);
-    cr_expect_eq(nn_accuracy(out, p, &acc, &e), AG_ERR_SHAPE);
+    cr_expect_eq(nn_accuracy(out, t, 0.5, &acc, &e), AG_OK);
+    cr_expect_eq(nn_accuracy(out, p, 0.5, &acc, &e), AG_ERR_SHAPE);
     cr_expect(strstr(e.msg, "outputs [4,3] and targets [4,1]"), "%s", e.msg);
     ag_tensor *short_lab = ag_zeros(AG_F64, AG_SHAPE(3));
-    cr_expect_eq(nn_accuracy(out, short_lab, &acc, &e), AG_ERR_SHAPE);
-    cr_expect_eq(nn_accuracy(out, NULL, &acc, &e), AG_ERR_NULL);
+    cr_expect_eq(nn_accuracy(out, short_lab, 0.5, &acc, &e), AG_ERR_SHAPE);
+    cr_expect_eq(nn_accuracy(out, NULL, 0.5, &acc, &e), AG_ERR_NULL);
+    cr_expect_eq(nn_accuracy(p, t, NAN, &acc, &e), AG_ERR_VALUE);
+    cr_expect(strstr(e.msg, "nn_accuracy: threshold nan is not finite"), "%s", e.msg);
     ag_tensor *all[] = {out, lab, hot, p, t, short_lab};
     for (size_t i = 0; i < 6; i++)
         ag_tensor_free(all[i]);
+}
+
+Test(nn_data, accuracy_of_one_output_at_a_threshold)
+{
+    /* Logits z = (0.3, 0.1, -0.2, 0.7) against classes (1, 1, 0, 1): read as
+     * logits (class 1 when z >= 0, i.e. sigmoid(z) >= 0.5) all four are
+     * right; read as probabilities (z >= 0.5) only rows 2 and 3 are. The
+     * targets as 0/1 rows [4, 1] give the same answers. */
+    ag_tensor *z = ag_from_data(AG_F64, AG_SHAPE(4, 1), (double[]){0.3, 0.1, -0.2, 0.7});
+    ag_tensor *c = ag_from_data(AG_F64, AG_SHAPE(4), (double[]){1, 1, 0, 1});
+    ag_tensor *rows = ag_from_data(AG_F64, AG_SHAPE(4, 1), (double[]){1, 1, 0, 1});
+    double acc = -1;
+    nn_error e;
+    cr_assert_eq(nn_accuracy(z, c, 0, &acc, &e), AG_OK, "%s", e.msg);
+    cr_expect_eq(acc, 1.0);
+    cr_assert_eq(nn_accuracy(z, c, 0.5, &acc, &e), AG_OK);
+    cr_expect_eq(acc, 0.5);
+    cr_assert_eq(nn_accuracy(z, rows, 0, &acc, &e), AG_OK);
+    cr_expect_eq(acc, 1.0, "0/1 target rows are read at 0.5 whatever the output's threshold");
+    cr_assert_eq(nn_accuracy(z, rows, 0.5, &acc, &e), AG_OK);
+    cr_expect_eq(acc, 0.5);
+    ag_tensor_free(z);
+    ag_tensor_free(c);
+    ag_tensor_free(rows);
 }

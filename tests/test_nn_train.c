@@ -21,11 +21,9 @@ static nn_mlp *make(const nn_spec *spec)
 
 static nn_optim *optim_for(nn_mlp *net, nn_optim_config c)
 {
-    size_t n;
-    const nn_param *p = nn_mlp_params(net, &n);
     nn_optim *o;
     nn_error e;
-    cr_assert_eq(nn_optim_new(&c, p, n, &o, &e), AG_OK, "%s", e.msg);
+    cr_assert_eq(nn_mlp_optim_new(net, &c, &o, &e), AG_OK, "%s", e.msg);
     return o;
 }
 
@@ -184,7 +182,7 @@ static void run_epoch(nn_mlp *net, ag_tape *t, nn_optim *o, nn_batches *it,
         cr_assert_eq(ag_backward(t, nn_loss(t, NN_COST_QUADRATIC, a, y)), AG_OK, "%s",
                      ag_tape_error(t));
         cr_assert_not_null(ag_grad(taps[0].z));
-        nn_optim_step(o);
+        cr_assert_eq(nn_optim_step(o, NULL), AG_OK);
         nn_optim_zero_grad(o);
         ag_tape_reset(t);
     }
@@ -320,7 +318,7 @@ Test(nn_train, progress_redraws_in_place_on_a_terminal)
  * enough to be split over threads; the losses and every parameter, as
  * bits, per thread count. */
 static void train_with_threads(nn_optim_config cfg, size_t threads, double losses[3], float *params,
-                               size_t n_params)
+                               size_t n_params, double *norm)
 {
     size_t sizes[] = {256, 256, 10};
     nn_act acts[] = {NN_RELU, NN_IDENTITY};
@@ -340,6 +338,7 @@ static void train_with_threads(nn_optim_config cfg, size_t threads, double losse
         cr_assert_eq(nn_mlp_train_step(net, t, o, NN_COST_CROSS_ENTROPY, x, y, &losses[s], NULL), AG_OK);
     cr_assert_eq(nn_mlp_param_count(net), n_params);
     memcpy(params, nn_mlp_data(net), n_params * sizeof(float));
+    *norm = nn_optim_grad_norm(o);
     ag_tape_free(t);
     ag_tensor_free(x);
     ag_tensor_free(y);
@@ -355,17 +354,149 @@ Test(nn_train, training_is_bitwise_identical_for_1_2_and_3_threads)
     nesterov.momentum = 0.9;
     nesterov.nesterov = true;
     nesterov.weight_decay = 1e-3;
-    const nn_optim_config cfgs[] = {nn_adam(1e-3), nn_sgd(0.01), nesterov};
-    for (size_t c = 0; c < 3; c++) {
-        double losses[3][3];
+    nn_optim_config clipped = nn_sgd(0.05);
+    clipped.clip_norm = 0.25; /* below the norms these steps see: every step clips */
+    const nn_optim_config cfgs[] = {nn_adam(1e-3), nn_sgd(0.01), nesterov, clipped};
+    for (size_t c = 0; c < 4; c++) {
+        double losses[3][3], norms[3];
         for (size_t i = 0; i < 3; i++)
-            train_with_threads(cfgs[c], i + 1, losses[i], params[i], N);
+            train_with_threads(cfgs[c], i + 1, losses[i], params[i], N, &norms[i]);
         for (size_t i = 1; i < 3; i++) {
             cr_assert(memcmp(losses[0], losses[i], sizeof losses[0]) == 0,
                       "optimizer %zu: losses differ with %zu threads", c, i + 1);
             cr_assert(memcmp(params[0], params[i], sizeof params[0]) == 0,
                       "optimizer %zu: parameters differ with %zu threads", c, i + 1);
+            cr_assert(memcmp(&norms[0], &norms[i], sizeof norms[0]) == 0,
+                      "optimizer %zu: gradient norms %.17g and %.17g with %zu threads", c,
+                      norms[0], norms[i], i + 1);
         }
+        cr_assert(norms[0] > 0 && isfinite(norms[0]));
+        if (c == 3)
+            cr_assert_gt(norms[0], clipped.clip_norm, "the clipping test clips");
         cr_assert(losses[0][2] < losses[0][0], "optimizer %zu: training lowers the loss", c);
     }
+}
+
+/* ------------------------------------- non-finite gradients, thresholds */
+
+Test(nn_train, train_step_refuses_a_nan_gradient_and_keeps_the_model)
+{
+    size_t sizes[] = {2, 3, 1};
+    nn_act acts[] = {NN_TANH, NN_IDENTITY};
+    nn_spec spec = {.n_layers = 2, .sizes = sizes, .acts = acts, .dtype = AG_F64,
+                    .init = NN_INIT_XAVIER, .seed = 1};
+    nn_mlp *net = make(&spec), *ref = make(&spec); /* ref never sees the bad batch */
+    nn_optim *o = optim_for(net, nn_adam(0.01)), *ro = optim_for(ref, nn_adam(0.01));
+    ag_tensor *bad = ag_from_data(AG_F64, AG_SHAPE(4, 2), (double[]){NAN, 1, 0.5, -1, 2, 0, 1, 1});
+    ag_tensor *good = ag_from_data(AG_F64, AG_SHAPE(4, 2), (double[]){0.25, 1, 0.5, -1, 2, 0, 1, 1});
+    ag_tensor *y = ag_from_data(AG_F64, AG_SHAPE(4, 1), (double[]){1, 0, 1, 0});
+    ag_tape *t = ag_tape_new();
+    enum { P = 2 * 3 + 3 + 3 + 1 };
+    cr_assert_eq(nn_mlp_param_count(net), P);
+    double before[P], loss = 0;
+    memcpy(before, nn_mlp_data(net), sizeof before);
+    nn_error e;
+    /* x[0][0] is NaN, so row 0 of W1's gradient, xᵀ·δ, is NaN from element 0 */
+    cr_expect_eq(nn_mlp_train_step(net, t, o, NN_COST_BCE_LOGITS, bad, y, &loss, &e),
+                 AG_ERR_NUMERIC, "%s", e.msg);
+    cr_expect(strstr(e.msg, "nn_mlp_train_step: gradient of W1 has nan at element 0 of [2,3]; "
+                            "parameters left unchanged"), "%s", e.msg);
+    cr_expect(isnan(loss), "the loss is still reported: %g", loss);
+    cr_expect(memcmp(before, nn_mlp_data(net), sizeof before) == 0, "the model is unchanged");
+    cr_expect_eq(nn_optim_steps(o), 0);
+    cr_expect_eq(ag_tape_status(t), AG_OK, "the tape is reset");
+    cr_expect_eq(ag_tape_size(t), 0);
+    for (int s = 0; s < 3; s++) {
+        cr_assert_eq(nn_mlp_train_step(net, t, o, NN_COST_BCE_LOGITS, good, y, NULL, &e), AG_OK,
+                     "%s", e.msg);
+        cr_assert_eq(nn_mlp_train_step(ref, t, ro, NN_COST_BCE_LOGITS, good, y, NULL, &e), AG_OK);
+    }
+    cr_expect(memcmp(nn_mlp_data(ref), nn_mlp_data(net), sizeof before) == 0,
+              "after the refused step, training goes on as if it had never been tried");
+    ag_tape_free(t);
+    ag_tensor_free(bad);
+    ag_tensor_free(good);
+    ag_tensor_free(y);
+    nn_optim_free(o);
+    nn_optim_free(ro);
+    nn_mlp_free(net);
+    nn_mlp_free(ref);
+}
+
+/* A 1-1 model a = act(1·x + 0): its outputs are act(x) exactly. */
+static nn_mlp *pass_through(nn_act act)
+{
+    size_t sizes[] = {1, 1};
+    nn_spec spec = {.n_layers = 1, .sizes = sizes, .acts = &act, .dtype = AG_F64};
+    nn_mlp *net = make(&spec);
+    double *d = nn_mlp_data(net); /* W1 [1,1], b1 [1] */
+    d[0] = 1;
+    d[1] = 0;
+    return net;
+}
+
+Test(nn_train, mlp_accuracy_thresholds_logits_at_0_and_probabilities_at_half)
+{
+    /* z = (0.3, 0.1, -0.2, 0.7), classes (1, 1, 0, 1). As logits (identity
+     * output) every row is right; thresholded at 0.5 only two would be. As
+     * sigmoid(z) every row is right again; thresholded at 0 (every
+     * sigmoid is > 0) only three would be. */
+    ag_tensor *x = ag_from_data(AG_F64, AG_SHAPE(4, 1), (double[]){0.3, 0.1, -0.2, 0.7});
+    ag_tensor *c = ag_from_data(AG_F64, AG_SHAPE(4), (double[]){1, 1, 0, 1});
+    ag_tape *t = ag_tape_new();
+    nn_error e;
+    double acc = -1;
+    nn_mlp *logits = pass_through(NN_IDENTITY), *probs = pass_through(NN_SIGMOID);
+    cr_assert_eq(nn_mlp_accuracy(logits, t, x, c, &acc, &e), AG_OK, "%s", e.msg);
+    cr_expect_eq(acc, 1.0, "identity output: threshold 0, got %g", acc);
+    cr_assert_eq(nn_mlp_accuracy(probs, t, x, c, &acc, &e), AG_OK, "%s", e.msg);
+    cr_expect_eq(acc, 1.0, "sigmoid output: threshold 0.5, got %g", acc);
+    nn_mlp_free(logits);
+    nn_mlp_free(probs);
+    ag_tape_free(t);
+    ag_tensor_free(x);
+    ag_tensor_free(c);
+}
+
+/* Breast cancer, one logit out, trained with NN_COST_BCE_LOGITS: the
+ * accuracy must be the share of rows where (z >= 0) is the label, counted
+ * here from the outputs. */
+Test(nn_train, breast_cancer_logit_accuracy_counts_z_at_least_0)
+{
+    nn_dataset all;
+    nn_error e;
+    cr_assert_eq(nn_csv_load(DATA "/breast_cancer.csv", AG_F64, &all, &e), AG_OK, "%s", e.msg);
+    cr_assert_eq(nn_standardize(all.x, NULL, &e), AG_OK);
+    ag_tensor *y = ag_view(AG_F64, AG_SHAPE(all.n, 1), ag_data(all.labels), NULL);
+    size_t sizes[] = {30, 8, 1};
+    nn_act acts[] = {NN_TANH, NN_IDENTITY};
+    nn_spec spec = {.n_layers = 2, .sizes = sizes, .acts = acts, .dtype = AG_F64,
+                    .init = NN_INIT_XAVIER, .seed = 3};
+    nn_mlp *net = make(&spec);
+    nn_optim *o = optim_for(net, nn_adam(0.01));
+    ag_tape *t = ag_tape_new();
+    for (int s = 0; s < 40; s++)
+        cr_assert_eq(nn_mlp_train_step(net, t, o, NN_COST_BCE_LOGITS, all.x, y, NULL, &e), AG_OK,
+                     "%s", e.msg);
+    ag_tape_set_recording(t, false);
+    ag_tensor *z = nn_mlp_forward(net, t, all.x, NULL);
+    cr_assert_not_null(z, "%s", ag_tape_error(t));
+    size_t at0 = 0, at_half = 0;
+    for (size_t i = 0; i < all.n; i++) {
+        double label = ag_get(all.labels, i);
+        at0 += (ag_get(z, i) >= 0) == (label == 1);
+        at_half += (ag_get(z, i) >= 0.5) == (label == 1);
+    }
+    ag_tape_reset(t);
+    ag_tape_set_recording(t, true);
+    cr_assert_neq(at0, at_half, "the case must tell the two thresholds apart");
+    double acc;
+    cr_assert_eq(nn_mlp_accuracy(net, t, all.x, all.labels, &acc, &e), AG_OK, "%s", e.msg);
+    cr_expect_eq(acc, (double)at0 / (double)all.n, "%.6f, %zu/%zu right at z >= 0 (%zu at 0.5)",
+                 acc, at0, all.n, at_half);
+    ag_tape_free(t);
+    ag_tensor_free(y);
+    nn_optim_free(o);
+    nn_mlp_free(net);
+    nn_dataset_free(&all);
 }
