@@ -112,7 +112,7 @@ static ag_tensor *cost_of(ag_tape *t, ag_tensor *const *inputs, void *ctx)
 {
     (void)inputs; /* they are the model's own parameters */
     model *m = ctx;
-    return ag_quadratic_cost(t, nn_mlp_forward(m->net, t, m->x, NULL), m->y);
+    return ag_quadratic_cost(t, nn_mlp_forward(m->net, t, m->x, NULL, 0), m->y);
 }
 
 int main(void)
@@ -132,7 +132,7 @@ int main(void)
     size_t n;
     const nn_param *p = nn_mlp_params(net, &n);
     nn_tap taps[L];
-    ag_tensor *C = ag_quadratic_cost(t, nn_mlp_forward(net, t, x, taps), y);
+    ag_tensor *C = ag_quadratic_cost(t, nn_mlp_forward(net, t, x, taps, L), y);
     if (ag_backward(t, C) != AG_OK) {
         fprintf(stderr, "handgrad: %s\n", ag_tape_error(t));
         return 1;

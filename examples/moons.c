@@ -70,7 +70,7 @@ static ag_tensor *predict_grid(nn_mlp *net, ag_tape *t, ag_tensor **grid)
         }
     *grid = ag_view(AG_F64, AG_SHAPE(GRID * GRID, 2), g, NULL);
     ag_tape_set_recording(t, false);
-    return nn_mlp_forward(net, t, *grid, NULL);
+    return nn_mlp_forward(net, t, *grid, NULL, 0);
 }
 
 int main(int argc, char **argv)

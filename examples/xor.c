@@ -44,7 +44,7 @@ int main(int argc, char **argv)
             printf("step %5zu  loss %.6f\n", step, loss);
     }
     ag_tape_set_recording(t, false);
-    ag_tensor *out = nn_mlp_forward(net, t, x, NULL);
+    ag_tensor *out = nn_mlp_forward(net, t, x, NULL, 0);
     int wrong = 0;
     for (size_t i = 0; out && i < 4; i++) {
         double p = ag_get(out, i);

@@ -69,7 +69,7 @@ static void check_usable(nn_mlp *net)
     ag_tensor *x = ag_full(sp->dtype, (size_t[]){2, sp->sizes[0]}, 2, 0.5);
     FZ_CHECK(t && x);
     nn_tap taps[NN_MAX_LAYERS];
-    ag_tensor *y = nn_mlp_forward(net, t, x, taps);
+    ag_tensor *y = nn_mlp_forward(net, t, x, taps, NN_MAX_LAYERS);
     FZ_CHECK((y != NULL) == (ag_tape_status(t) == AG_OK));
     if (!y) {
         FZ_CHECK(ag_tape_status(t) == AG_ERR_NOMEM); /* the sizes were checked: only memory */

@@ -27,9 +27,61 @@ ag_tensor *nn_activate(ag_tape *t, ag_tensor *z, nn_act act, double slope)
     return NULL;
 }
 
+static bool act_valid(nn_act a)
+{
+    return a == NN_SIGMOID || a == NN_TANH || a == NN_RELU || a == NN_LEAKY_RELU ||
+           a == NN_IDENTITY;
+}
+
+/* Live handles x [.., n_in], W [n_in, n_out], b [n_out] of one dtype, and a
+ * known act: checked before anything is recorded, so the message speaks of
+ * the layer (the matmul's would name its operands only). */
+static bool dense_args_ok(ag_tape *t, ag_tensor *x, ag_tensor *W, ag_tensor *b, nn_act act)
+{
+    const char *fn = "nn_dense";
+    char xs[NN_SHAPE_BUF], ws[NN_SHAPE_BUF], bs[NN_SHAPE_BUF];
+    if (ag_tape_check_input(t, x, fn, "x") != AG_OK ||
+        ag_tape_check_input(t, W, fn, "W") != AG_OK ||
+        (b && ag_tape_check_input(t, b, fn, "b") != AG_OK)) /* NULL, stale, freed, foreign */
+        return false;
+    if (ag_tensor_rank(W) != 2) {
+        ag_tape_fail(t, AG_ERR_SHAPE, "%s: W is %s; it must be [n_in, n_out]", fn,
+                     nn__shape_str(W, ws, sizeof ws));
+        return false;
+    }
+    ag_dtype dt = ag_tensor_dtype(W);
+    const ag_tensor *other = ag_tensor_dtype(x) != dt ? x : b && ag_tensor_dtype(b) != dt ? b : NULL;
+    if (other) {
+        ag_tape_fail(t, AG_ERR_DTYPE, "%s: W is %s, %s is %s (convert with ag_cast)", fn,
+                     ag_dtype_name(dt), other == x ? "x" : "b", ag_dtype_name(ag_tensor_dtype(other)));
+        return false;
+    }
+    size_t n_in = ag_tensor_shape(W)[0], n_out = ag_tensor_shape(W)[1], rank = ag_tensor_rank(x);
+    if (rank < 2 || rank > 3 || ag_tensor_shape(x)[rank - 1] != n_in) {
+        ag_tape_fail(t, AG_ERR_SHAPE, "%s: W is %s, so x must be [m, %zu] or [B, m, %zu]; x is %s",
+                     fn, nn__shape_str(W, ws, sizeof ws), n_in, n_in,
+                     nn__shape_str(x, xs, sizeof xs));
+        return false;
+    }
+    if (b && (ag_tensor_rank(b) != 1 || ag_tensor_shape(b)[0] != n_out)) {
+        ag_tape_fail(t, AG_ERR_SHAPE, "%s: W is %s, so b must be [%zu]; b is %s", fn,
+                     nn__shape_str(W, ws, sizeof ws), n_out, nn__shape_str(b, bs, sizeof bs));
+        return false;
+    }
+    if (!act_valid(act)) {
+        ag_tape_fail(t, AG_ERR_VALUE, "%s: %d is not an activation", fn, (int)act);
+        return false;
+    }
+    return true;
+}
+
 ag_tensor *nn_dense(ag_tape *t, ag_tensor *x, ag_tensor *W, ag_tensor *b,
                     nn_act act, double slope, nn_tap *tap)
 {
+    if (tap)
+        *tap = (nn_tap){NULL, NULL};
+    if (!dense_args_ok(t, x, W, b, act))
+        return NULL;
     ag_tensor *z = ag_matmul(t, x, W); /* [m, n_in]·[n_in, n_out] */
     if (b)
         z = ag_add(t, z, b); /* b [n_out] broadcasts over the m rows */

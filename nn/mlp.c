@@ -70,7 +70,7 @@ static bool count_params(const nn_spec *s, size_t *p)
 }
 
 /* The struct and its arrays, in one allocation. */
-static nn_mlp *alloc_model(size_t L, nn_error *err)
+static nn_mlp *alloc_model(size_t L, const char *fn, nn_error *err)
 {
     nn__layout lay = {0};
     nn__layout_add(&lay, 1, sizeof(nn_mlp)); /* at offset 0 */
@@ -81,7 +81,7 @@ static nn_mlp *alloc_model(size_t L, nn_error *err)
     ag_tensor *mem = NULL;
     unsigned char *base = lay.overflow ? NULL : nn__mem(lay.size, &mem);
     if (!base) {
-        nn__fail(err, AG_ERR_NOMEM, "nn_mlp_new: out of memory");
+        nn__fail(err, AG_ERR_NOMEM, "%s: out of memory", fn);
         return NULL;
     }
     nn_mlp *net = (nn_mlp *)base;
@@ -107,7 +107,7 @@ static ag_tensor *slice_view(nn_mlp *net, size_t off, const size_t *shape, size_
     return v;
 }
 
-static ag_status make_views(nn_mlp *net, nn_error *err)
+static ag_status make_views(nn_mlp *net, const char *fn, nn_error *err)
 {
     size_t off = 0;
     for (size_t l = 0; l < net->spec.n_layers; l++) {
@@ -122,25 +122,21 @@ static ag_status make_views(nn_mlp *net, nn_error *err)
         b->tensor = slice_view(net, off, &net->sizes[l + 1], 1);
         off += n_out;
         if (!w->tensor || !b->tensor)
-            return nn__fail(err, AG_ERR_NOMEM, "nn_mlp_new: out of memory");
+            return nn__fail(err, AG_ERR_NOMEM, "%s: out of memory", fn);
         ag_tensor_set_name(w->tensor, w->name);
         ag_tensor_set_name(b->tensor, b->name);
     }
     return AG_OK;
 }
 
-ag_status nn_mlp_new(const nn_spec *spec, nn_mlp **out, nn_error *err)
+/* The model of a checked spec with every parameter 0; fn names the caller
+ * in messages. */
+static ag_status make_model(const nn_spec *spec, const char *fn, nn_mlp **out, nn_error *err)
 {
-    if (!out)
-        return nn__fail(err, AG_ERR_NULL, "nn_mlp_new: out is NULL");
-    *out = NULL;
-    ag_status s = check_spec(spec, err);
-    if (s != AG_OK)
-        return s;
     size_t P;
     if (!count_params(spec, &P))
-        return nn__fail(err, AG_ERR_OVERFLOW, "nn_mlp_new: the parameter count overflows");
-    nn_mlp *net = alloc_model(spec->n_layers, err);
+        return nn__fail(err, AG_ERR_OVERFLOW, "%s: the parameter count overflows", fn);
+    nn_mlp *net = alloc_model(spec->n_layers, fn, err);
     if (!net)
         return AG_ERR_NOMEM;
     size_t L = spec->n_layers;
@@ -152,11 +148,29 @@ ag_status nn_mlp_new(const nn_spec *spec, nn_mlp **out, nn_error *err)
     net->spec.acts = net->acts;
     net->spec.leaky_slope = spec->leaky_slope != 0 ? spec->leaky_slope : 0.01;
     net->n_params = P;
+    ag_status s = AG_OK;
     net->block = ag_zeros(spec->dtype, (size_t[]){2 * P}, 1);
     if (!net->block)
-        s = nn__fail(err, AG_ERR_NOMEM, "nn_mlp_new: out of memory for %zu parameters", P);
+        s = nn__fail(err, AG_ERR_NOMEM, "%s: out of memory for %zu parameters", fn, P);
     if (s == AG_OK)
-        s = make_views(net, err);
+        s = make_views(net, fn, err);
+    if (s != AG_OK) {
+        nn_mlp_free(net);
+        return s;
+    }
+    *out = net;
+    return AG_OK;
+}
+
+ag_status nn_mlp_new(const nn_spec *spec, nn_mlp **out, nn_error *err)
+{
+    if (!out)
+        return nn__fail(err, AG_ERR_NULL, "nn_mlp_new: out is NULL");
+    *out = NULL;
+    ag_status s = check_spec(spec, err);
+    nn_mlp *net = NULL;
+    if (s == AG_OK)
+        s = make_model(spec, "nn_mlp_new", &net, err);
     if (s == AG_OK)
         s = nn_mlp_init(net, spec->init, spec->seed, err);
     if (s != AG_OK) {
@@ -165,6 +179,15 @@ ag_status nn_mlp_new(const nn_spec *spec, nn_mlp **out, nn_error *err)
     }
     *out = net;
     return nn__ok(err);
+}
+
+ag_status nn__mlp_new_zeroed(const nn_spec *spec, const char *fn, nn_mlp **out, nn_error *err)
+{
+    *out = NULL;
+    ag_status s = check_spec(spec, err);
+    if (s == AG_OK)
+        s = make_model(spec, fn, out, err);
+    return s == AG_OK ? nn__ok(err) : s;
 }
 
 void nn_mlp_free(nn_mlp *net)
@@ -238,14 +261,51 @@ ag_status nn_mlp_init(nn_mlp *net, nn_init init, uint64_t seed, nn_error *err)
     return nn__ok(err);
 }
 
-ag_tensor *nn_mlp_forward(nn_mlp *net, ag_tape *t, ag_tensor *x, nn_tap *taps)
+/* x must be a live handle, [m, n_in] or [B, m, n_in] of the model's dtype:
+ * checked here so the message names the layer and the width the model
+ * expects, rather than the matmul's operands. */
+static bool check_input(const nn_mlp *net, ag_tape *t, ag_tensor *x)
+{
+    const char *fn = "nn_mlp_forward";
+    if (ag_tape_check_input(t, x, fn, "x") != AG_OK) /* NULL, stale, freed, another tape */
+        return false;
+    size_t n_in = net->sizes[0], rank = ag_tensor_rank(x);
+    char xs[NN_SHAPE_BUF];
+    if (ag_tensor_dtype(x) != net->spec.dtype) {
+        ag_tape_fail(t, AG_ERR_DTYPE, "%s: the model is %s, x is %s (convert with ag_cast)", fn,
+                     ag_dtype_name(net->spec.dtype), ag_dtype_name(ag_tensor_dtype(x)));
+        return false;
+    }
+    if (rank != 2 && rank != 3) {
+        ag_tape_fail(t, AG_ERR_SHAPE, "%s: x is %s; layer 0 expects [m, %zu] (a batch of m rows "
+                     "of %zu inputs) or [B, m, %zu]", fn, nn__shape_str(x, xs, sizeof xs), n_in,
+                     n_in, n_in);
+        return false;
+    }
+    if (ag_tensor_shape(x)[rank - 1] != n_in) {
+        ag_tape_fail(t, AG_ERR_SHAPE, "%s: layer 0 expects %zu inputs, x is %s", fn, n_in,
+                     nn__shape_str(x, xs, sizeof xs));
+        return false;
+    }
+    return true;
+}
+
+ag_tensor *nn_mlp_forward(nn_mlp *net, ag_tape *t, ag_tensor *x, nn_tap *taps, size_t n_taps)
 {
     if (!net) {
         ag_tape_fail(t, AG_ERR_NULL, "nn_mlp_forward: the model is NULL");
         return NULL;
     }
+    size_t L = net->spec.n_layers;
+    if (taps && n_taps < L) {
+        ag_tape_fail(t, AG_ERR_VALUE, "nn_mlp_forward: n_taps is %zu, the model has %zu layers "
+                     "(taps needs one nn_tap per layer)", n_taps, L);
+        return NULL;
+    }
+    if (!check_input(net, t, x))
+        return NULL;
     ag_tensor *a = x;
-    for (size_t l = 0; l < net->spec.n_layers; l++)
+    for (size_t l = 0; l < L; l++)
         a = nn_dense(t, a, net->params[2 * l].tensor, net->params[2 * l + 1].tensor,
                      net->acts[l], net->spec.leaky_slope, taps ? &taps[l] : NULL);
     return a;

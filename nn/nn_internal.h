@@ -54,6 +54,10 @@ ag_status nn__open_sized(const char *fn, const char *path, FILE **f, size_t *siz
 ag_status nn__optim_step(nn_optim *opt, ag_tape *t, const char *fn, nn_error *err);
 void nn__optim_zero_grad(nn_optim *opt, ag_tape *t);
 
+/* nn_mlp_new without the initialiser's draws: every parameter is 0, for a
+ * loader that overwrites them all (fn names the caller in messages). */
+ag_status nn__mlp_new_zeroed(const nn_spec *spec, const char *fn, nn_mlp **out, nn_error *err);
+
 /* "[3,4]" into buf; returns buf. */
 const char *nn__shape_str(const ag_tensor *x, char *buf, size_t cap);
 #define NN_SHAPE_BUF 96

@@ -27,7 +27,7 @@ ag_status nn_mlp_train_step(nn_mlp *net, ag_tape *t, nn_optim *opt, nn_cost cost
     if (ag_tape_status(t) != AG_OK)
         return tape_fail(t, fn, err);
     nn__optim_zero_grad(opt, t);
-    ag_tensor *c = nn_loss(t, cost, nn_mlp_forward(net, t, x, NULL), y);
+    ag_tensor *c = nn_loss(t, cost, nn_mlp_forward(net, t, x, NULL, 0), y);
     if (!c || ag_backward(t, c) != AG_OK)
         return tape_fail(t, fn, err);
     if (loss)
@@ -55,7 +55,7 @@ ag_status nn_mlp_accuracy(nn_mlp *net, ag_tape *t, ag_tensor *x, const ag_tensor
     if (ag_tape_status(t) != AG_OK)
         return tape_fail(t, fn, err);
     bool was = ag_tape_set_recording(t, false); /* inference: no records, no grads */
-    ag_tensor *out = nn_mlp_forward(net, t, x, NULL);
+    ag_tensor *out = nn_mlp_forward(net, t, x, NULL, 0);
     ag_tape_set_recording(t, was);
     if (!out)
         return tape_fail(t, fn, err);

@@ -170,7 +170,7 @@ Test(nn_io, loaded_model_computes_the_same_outputs)
     ag_rng_seed(&rng, 1);
     ag_tensor *x = ag_rand_normal(AG_F32, AG_SHAPE(6, 3), 0, 1, &rng);
     ag_tape *t = ag_tape_new();
-    ag_tensor *y1 = nn_mlp_forward(net, t, x, NULL), *y2 = nn_mlp_forward(back, t, x, NULL);
+    ag_tensor *y1 = nn_mlp_forward(net, t, x, NULL, 0), *y2 = nn_mlp_forward(back, t, x, NULL, 0);
     cr_assert(y1 && y2, "%s", ag_tape_error(t));
     cr_expect_eq(memcmp(ag_data(y1), ag_data(y2), 12 * sizeof(float)), 0);
     ag_tape_free(t);

@@ -174,7 +174,7 @@ Test(nn_mlp, forward_matches_hand_computation_for_every_activation)
         set_all(p[3].tensor, b2);
         ag_tensor *x = ag_from_data(AG_F64, AG_SHAPE(2, 2), X);
         ag_tape *t = ag_tape_new();
-        ag_tensor *y = nn_mlp_forward(net, t, x, NULL);
+        ag_tensor *y = nn_mlp_forward(net, t, x, NULL, 0);
         cr_assert_not_null(y, "%s", ag_tape_error(t));
         cr_assert_eq(ag_tensor_shape(y)[0], 2);
         cr_assert_eq(ag_tensor_shape(y)[1], 1);
@@ -212,7 +212,7 @@ Test(nn_mlp, layer_taps_give_the_deltas_of_bp1_to_bp4)
     ag_tensor *y = ag_from_data(AG_F64, AG_SHAPE(2, 2), Y);
     ag_tape *t = ag_tape_new();
     nn_tap taps[2];
-    ag_tensor *a = nn_mlp_forward(net, t, x, taps);
+    ag_tensor *a = nn_mlp_forward(net, t, x, taps, 2);
     cr_assert_eq(ag_backward(t, nn_loss(t, NN_COST_QUADRATIC, a, y)), AG_OK, "%s",
                  ag_tape_error(t));
     cr_assert_eq(taps[1].a, a);
@@ -255,30 +255,123 @@ Test(nn_mlp, layer_taps_give_the_deltas_of_bp1_to_bp4)
     nn_mlp_free(net);
 }
 
-Test(nn_mlp, forward_errors_land_on_the_tape)
+/* Runs f on a fresh tape state and checks the tape's exact status and message. */
+#define EXPECT_TAPE_ERROR(t, call, status, msg)                                         \
+    do {                                                                                \
+        ag_tape_reset(t);                                                               \
+        cr_expect_null(call, #call);                                                    \
+        cr_expect_eq(ag_tape_status(t), status, "%s: %s", #call, ag_tape_error(t));     \
+        cr_expect_str_eq(ag_tape_error(t), msg, #call);                                 \
+    } while (0)
+
+Test(nn_mlp, forward_errors_name_the_layer_and_what_it_expects)
 {
-    size_t sizes[] = {3, 2};
-    nn_mlp *net = make(AG_F32, 1, sizes, NULL, NN_INIT_NORMAL, 1);
+    size_t sizes[] = {3, 4, 2};
+    nn_mlp *net = make(AG_F32, 2, sizes, NULL, NN_INIT_NORMAL, 1);
     ag_tape *t = ag_tape_new();
-    ag_tensor *x = ag_zeros(AG_F32, AG_SHAPE(4, 5));
-    cr_expect_null(nn_mlp_forward(net, t, x, NULL));
-    cr_expect_eq(ag_tape_status(t), AG_ERR_SHAPE);
-    cr_expect(strstr(ag_tape_error(t), "inner dimensions 5 and 3"), "%s", ag_tape_error(t));
+    ag_tensor *x = ag_zeros(AG_F32, AG_SHAPE(5, 4));
+    ag_tensor *x64 = ag_zeros(AG_F64, AG_SHAPE(5, 3));
+    ag_tensor *v = ag_zeros(AG_F32, AG_SHAPE(3));
+    ag_tensor *r4 = ag_zeros(AG_F32, AG_SHAPE(2, 2, 5, 3));
+    ag_tensor *ok = ag_zeros(AG_F32, AG_SHAPE(5, 3));
+    EXPECT_TAPE_ERROR(t, nn_mlp_forward(net, t, x, NULL, 0), AG_ERR_SHAPE,
+                      "nn_mlp_forward: layer 0 expects 3 inputs, x is [5,4]");
+    EXPECT_TAPE_ERROR(t, nn_mlp_forward(net, t, x64, NULL, 0), AG_ERR_DTYPE,
+                      "nn_mlp_forward: the model is f32, x is f64 (convert with ag_cast)");
+    EXPECT_TAPE_ERROR(t, nn_mlp_forward(net, t, v, NULL, 0), AG_ERR_SHAPE,
+                      "nn_mlp_forward: x is [3]; layer 0 expects [m, 3] (a batch of m rows of 3 "
+                      "inputs) or [B, m, 3]");
+    EXPECT_TAPE_ERROR(t, nn_mlp_forward(net, t, r4, NULL, 0), AG_ERR_SHAPE,
+                      "nn_mlp_forward: x is [2,2,5,3]; layer 0 expects [m, 3] (a batch of m rows "
+                      "of 3 inputs) or [B, m, 3]");
+    EXPECT_TAPE_ERROR(t, nn_mlp_forward(net, t, NULL, NULL, 0), AG_ERR_NULL,
+                      "nn_mlp_forward: x is NULL");
+    EXPECT_TAPE_ERROR(t, nn_mlp_forward(NULL, t, ok, NULL, 0), AG_ERR_NULL,
+                      "nn_mlp_forward: the model is NULL");
+    /* a short taps array is refused before anything is written into it */
+    nn_tap taps[3] = {{NULL, NULL}, {(ag_tensor *)&taps, (ag_tensor *)&taps}, {NULL, NULL}};
+    EXPECT_TAPE_ERROR(t, nn_mlp_forward(net, t, ok, taps, 1), AG_ERR_VALUE,
+                      "nn_mlp_forward: n_taps is 1, the model has 2 layers (taps needs one "
+                      "nn_tap per layer)");
+    cr_expect_eq(taps[1].z, (ag_tensor *)&taps, "taps[1] untouched");
+    EXPECT_TAPE_ERROR(t, nn_mlp_forward(net, t, ok, taps, 0), AG_ERR_VALUE,
+                      "nn_mlp_forward: n_taps is 0, the model has 2 layers (taps needs one "
+                      "nn_tap per layer)");
     ag_tape_reset(t);
-    ag_tensor *x64 = ag_zeros(AG_F64, AG_SHAPE(4, 3));
-    cr_expect_null(nn_mlp_forward(net, t, x64, NULL));
-    cr_expect_eq(ag_tape_status(t), AG_ERR_DTYPE);
-    ag_tape_reset(t);
-    cr_expect_null(nn_mlp_forward(net, t, NULL, NULL));
-    cr_expect_eq(ag_tape_status(t), AG_ERR_NULL);
-    ag_tape_reset(t);
-    cr_expect_null(nn_mlp_forward(NULL, t, x64, NULL));
-    cr_expect_eq(ag_tape_status(t), AG_ERR_NULL);
-    cr_expect(strstr(ag_tape_error(t), "nn_mlp_forward") != NULL, "%s", ag_tape_error(t));
-    ag_tensor_free(x);
-    ag_tensor_free(x64);
+    cr_expect_not_null(nn_mlp_forward(net, t, ok, taps, 3), "a longer array is fine");
+    cr_expect_not_null(taps[1].z);
+    cr_expect_null(taps[2].z, "entries past the layers are left alone");
+    cr_expect_not_null(nn_mlp_forward(net, t, ok, NULL, 7), "n_taps is ignored without taps");
+    ag_tensor *batched = ag_zeros(AG_F32, AG_SHAPE(2, 5, 3));
+    ag_tensor *y = nn_mlp_forward(net, t, batched, NULL, 0);
+    cr_assert_not_null(y, "[B, m, n_in]: %s", ag_tape_error(t));
+    cr_expect_eq(ag_tensor_rank(y), 3);
+    cr_expect_eq(ag_tensor_shape(y)[2], 2);
+    /* handles the engine would refuse are refused under the layer's name */
+    ag_tensor *stale = ag_scale(t, ok, 2);
+    cr_assert_not_null(stale);
+    EXPECT_TAPE_ERROR(t, nn_mlp_forward(net, t, stale, NULL, 0), AG_ERR_STATE,
+                      "nn_mlp_forward: x is a stale handle: an op made it before the tape's last "
+                      "reset (op results live until ag_tape_reset)");
+    /* the first error stays: a later bad call does not replace it */
+    EXPECT_TAPE_ERROR(t, nn_mlp_forward(net, t, x, NULL, 0), AG_ERR_SHAPE,
+                      "nn_mlp_forward: layer 0 expects 3 inputs, x is [5,4]");
+    cr_expect_null(nn_mlp_forward(net, t, x64, NULL, 0));
+    cr_expect_str_eq(ag_tape_error(t), "nn_mlp_forward: layer 0 expects 3 inputs, x is [5,4]");
+    ag_tensor *all[] = {x, x64, v, r4, ok, batched};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
+        ag_tensor_free(all[i]);
     ag_tape_free(t);
     nn_mlp_free(net);
+}
+
+Test(nn_mlp, dense_errors_name_the_layer_shapes)
+{
+    ag_tape *t = ag_tape_new();
+    ag_tensor *x = ag_zeros(AG_F64, AG_SHAPE(5, 3));
+    ag_tensor *W = ag_zeros(AG_F64, AG_SHAPE(4, 2));
+    ag_tensor *W1 = ag_zeros(AG_F64, AG_SHAPE(4));
+    ag_tensor *b = ag_zeros(AG_F64, AG_SHAPE(2));
+    ag_tensor *b3 = ag_zeros(AG_F64, AG_SHAPE(3));
+    ag_tensor *b12 = ag_zeros(AG_F64, AG_SHAPE(1, 2));
+    ag_tensor *x32 = ag_zeros(AG_F32, AG_SHAPE(5, 4));
+    ag_tensor *b32 = ag_zeros(AG_F32, AG_SHAPE(2));
+    ag_tensor *x4 = ag_zeros(AG_F64, AG_SHAPE(5, 4));
+    nn_tap tap = {x, x};
+    EXPECT_TAPE_ERROR(t, nn_dense(t, x, W, b, NN_RELU, 0, &tap), AG_ERR_SHAPE,
+                      "nn_dense: W is [4,2], so x must be [m, 4] or [B, m, 4]; x is [5,3]");
+    cr_expect(tap.z == NULL && tap.a == NULL, "the tap is cleared on failure");
+    cr_expect_eq(ag_tape_size(t), 0, "nothing recorded");
+    EXPECT_TAPE_ERROR(t, nn_dense(t, x4, W1, NULL, NN_RELU, 0, NULL), AG_ERR_SHAPE,
+                      "nn_dense: W is [4]; it must be [n_in, n_out]");
+    EXPECT_TAPE_ERROR(t, nn_dense(t, x4, W, b3, NN_RELU, 0, NULL), AG_ERR_SHAPE,
+                      "nn_dense: W is [4,2], so b must be [2]; b is [3]");
+    EXPECT_TAPE_ERROR(t, nn_dense(t, x4, W, b12, NN_RELU, 0, NULL), AG_ERR_SHAPE,
+                      "nn_dense: W is [4,2], so b must be [2]; b is [1,2]");
+    EXPECT_TAPE_ERROR(t, nn_dense(t, x32, W, b, NN_RELU, 0, NULL), AG_ERR_DTYPE,
+                      "nn_dense: W is f64, x is f32 (convert with ag_cast)");
+    EXPECT_TAPE_ERROR(t, nn_dense(t, x4, W, b32, NN_RELU, 0, NULL), AG_ERR_DTYPE,
+                      "nn_dense: W is f64, b is f32 (convert with ag_cast)");
+    EXPECT_TAPE_ERROR(t, nn_dense(t, NULL, W, b, NN_RELU, 0, NULL), AG_ERR_NULL,
+                      "nn_dense: x is NULL");
+    EXPECT_TAPE_ERROR(t, nn_dense(t, x4, NULL, b, NN_RELU, 0, NULL), AG_ERR_NULL,
+                      "nn_dense: W is NULL");
+    EXPECT_TAPE_ERROR(t, nn_dense(t, x4, W, b, (nn_act)99, 0, NULL), AG_ERR_VALUE,
+                      "nn_dense: 99 is not an activation");
+    ag_tape *other = ag_tape_new();
+    ag_tensor *foreign = ag_scale(other, x4, 1);
+    cr_assert_not_null(foreign);
+    EXPECT_TAPE_ERROR(t, nn_dense(t, foreign, W, b, NN_RELU, 0, NULL), AG_ERR_STATE,
+                      "nn_dense: x was made on another tape");
+    ag_tape_free(other);
+    ag_tape_reset(t);
+    ag_tensor *a = nn_dense(t, x4, W, b, NN_TANH, 0, &tap);
+    cr_assert_not_null(a, "%s", ag_tape_error(t));
+    cr_expect(tap.z && tap.a == a);
+    ag_tape_free(t);
+    ag_tensor *all[] = {x, W, W1, b, b3, b12, x32, b32, x4};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
+        ag_tensor_free(all[i]);
 }
 
 Test(nn_mlp, dense_activate_and_loss_helpers)
