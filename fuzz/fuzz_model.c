@@ -4,7 +4,8 @@
  * header's sizes and activations, the parameters bit for bit, a forward
  * pass and a backward pass that work, and nn_mlp_save writing the same
  * bytes back (unless the file's leaky slope is 0, which loads as the
- * 0.01 default). The same load with one of its allocations refused (which
+ * 0.01 default). A file refused as malformed must be refused before any
+ * allocation. The same load with one of its allocations refused (which
  * one depends on the input) must fail with AG_ERR_NOMEM and leak nothing. */
 #define _POSIX_C_SOURCE 200809L
 #include "fuzz_common.h"
@@ -148,6 +149,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         FZ_CHECK(net == NULL);
         FZ_CHECK(err.msg[0] != '\0');
         FZ_CHECK(s == AG_ERR_FORMAT || s == AG_ERR_NOMEM);
+        FZ_CHECK(s != AG_ERR_FORMAT || allocs == 0); /* checked before allocating */
         fz_mem_end();
         return 0;
     }

@@ -403,16 +403,26 @@ ag_status nn_progress_end(nn_progress *p);
  *   48+12L+Ps 4     u32   CRC-32 (ISO-HDLC, as zlib's crc32) of every byte before it
  */
 
-/* Writes net to path (via path".tmp" and a rename, so a failed save leaves
- * no half-written model under path). Errors: AG_ERR_NULL, AG_ERR_VALUE
- * (path too long), AG_ERR_IO. */
+/* Writes net to path atomically: into a new temporary file beside it
+ * (path".<16 random hex digits>.tmp", created exclusively, so a file or
+ * symlink planted there is never opened or followed), flushed and fsynced,
+ * then renamed over path, and path's directory fsynced. Readers and other
+ * savers of the same path see the old model or a new one, never a mix; a
+ * failed save removes its temporary file and leaves path as it was.
+ * Errors: AG_ERR_NULL, AG_ERR_VALUE (path empty or longer than 4096
+ * bytes), AG_ERR_IO (the message names the file and strerror's reason). */
 ag_status nn_mlp_save(const nn_mlp *net, const char *path, nn_error *err);
-/* Reads a model from path into a fresh model, checks every field, the size
- * and the checksum, and only then stores it in *out (caller frees).
- * Errors: AG_ERR_NULL, AG_ERR_IO (cannot open or read), AG_ERR_FORMAT (bad
- * magic: not a model file; unsupported version; truncated; trailing bytes;
- * bad field; checksum mismatch), AG_ERR_NOMEM. The file keeps no init or
- * seed: the loaded model's spec has NN_INIT_NORMAL and seed 0. */
+/* Reads a model from path into *out (caller frees). Every field, the
+ * file's size against the header and the checksum are checked first,
+ * streaming over the file with no allocation, so a bad or lying file costs
+ * no memory; then the parameters are read into a new model (no initial
+ * values drawn) and checked against the checksum once more. Errors:
+ * AG_ERR_NULL, AG_ERR_IO (cannot open or read; not a regular file: a
+ * directory, FIFO or device is refused at once, never waited on),
+ * AG_ERR_FORMAT (bad magic: not a model file; unsupported version;
+ * truncated; trailing bytes; "bad header field at byte N" naming the
+ * field's first byte; checksum mismatch), AG_ERR_NOMEM. The file keeps no
+ * init or seed: the loaded model's spec has NN_INIT_NORMAL and seed 0. */
 ag_status nn_mlp_load(const char *path, nn_mlp **out, nn_error *err);
 /* CRC-32 (ISO-HDLC: reflected, polynomial 0xEDB88320, as zlib) of n bytes,
  * continuing from crc (0 to start). nn_crc32(0, "123456789", 9) = 0xCBF43926. */

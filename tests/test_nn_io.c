@@ -3,9 +3,16 @@
 #define _POSIX_C_SOURCE 200809L
 #include <criterion/criterion.h>
 
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <math.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "nn.h"
@@ -96,6 +103,26 @@ static unsigned char *saved(ag_dtype dt, char path[64], size_t *n)
     return read_bytes(path, n);
 }
 
+/* Files in dir whose name starts with prefix (temporaries left behind). */
+static size_t count_prefixed(const char *dir, const char *prefix)
+{
+    DIR *d = opendir(dir);
+    cr_assert_not_null(d);
+    size_t n = 0;
+    for (struct dirent *e; (e = readdir(d));)
+        n += strncmp(e->d_name, prefix, strlen(prefix)) == 0;
+    closedir(d);
+    return n;
+}
+
+/* The temporaries a save of /tmp/NAME could leave: /tmp/NAME.* */
+static size_t temporaries_of(const char *path)
+{
+    char prefix[80];
+    snprintf(prefix, sizeof prefix, "%s.", strrchr(path, '/') + 1);
+    return count_prefixed("/tmp", prefix);
+}
+
 /* Loads path expecting failure with status s and msg in the message; the
  * output stays NULL and nothing leaks. */
 static void expect_rejected(const char *path, ag_status s, const char *msg, const char *what)
@@ -106,7 +133,9 @@ static void expect_rejected(const char *path, ag_status s, const char *msg, cons
     nn_error e;
     cr_expect_eq(nn_mlp_load(path, &net, &e), s, "%s: %s", what, e.msg);
     cr_expect_null(net, "%s: no half-filled model", what);
-    if (msg)
+    if (msg && strncmp(msg, "nn_", 3) == 0)
+        cr_expect_str_eq(e.msg, msg, "%s", what);
+    else if (msg)
         cr_expect(strstr(e.msg, msg), "%s: '%s' lacks '%s'", what, e.msg, msg);
     test_alloc_remove();
     cr_expect_eq(a.live_bytes, 0, "%s: leak", what);
@@ -117,6 +146,23 @@ Test(nn_io, crc32_check_value)
     cr_expect_eq(nn_crc32(0, "123456789", 9), 0xCBF43926u);
     cr_expect_eq(nn_crc32(nn_crc32(0, "1234", 4), "56789", 5), 0xCBF43926u, "continues");
     cr_expect_eq(nn_crc32(0, NULL, 0), 0);
+}
+
+/* The eight-bytes-at-a-time loop and its byte tail agree with the
+ * definition at every length, start alignment and split point. */
+Test(nn_io, crc32_matches_the_bitwise_definition_everywhere)
+{
+    unsigned char buf[200];
+    for (size_t i = 0; i < sizeof buf; i++)
+        buf[i] = (unsigned char)(i * 151 + 7);
+    for (size_t off = 0; off < 8; off++)
+        for (size_t n = 0; off + n <= sizeof buf; n++) {
+            uint32_t want = crc32_ref(buf + off, n);
+            cr_assert_eq(nn_crc32(0, buf + off, n), want, "offset %zu, %zu bytes", off, n);
+            size_t cut = n / 3;
+            cr_assert_eq(nn_crc32(nn_crc32(0, buf + off, cut), buf + off + cut, n - cut), want,
+                         "offset %zu, %zu bytes split at %zu", off, n, cut);
+        }
 }
 
 Test(nn_io, round_trip_is_exact_to_the_bit)
@@ -213,9 +259,7 @@ Test(nn_io, file_layout_matches_the_documentation)
         cr_expect_eq(le(b + 48 + 12 * L + 8 * i, 8), want, "parameter %zu", i);
     }
     cr_expect_eq(le(b + n - 4, 4), crc32_ref(b, n - 4), "CRC-32 of every byte before it");
-    char tmp[80];
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    cr_expect_neq(access(tmp, F_OK), 0, "no temporary file left behind");
+    cr_expect_eq(temporaries_of(path), 0, "no temporary file left behind");
     nn_mlp_free(net);
     free(b);
     remove(path);
@@ -268,15 +312,21 @@ Test(nn_io, wrong_magic_version_and_fields)
     size_t n;
     unsigned char *b = saved(AG_F64, path, &n), *c = malloc(n + 8);
     temp_path(bad);
+    /* Field errors name the field's first byte (L = 3: sizes at 32..63,
+     * activations at 64..75, the parameter count at 76). */
     struct { size_t off; uint32_t v; const char *msg; } edits[] = {
         {8, 2, "unsupported version 2 (this library reads version 1)"},
-        {12, 7, "dtype is not 0 (f32) or 1 (f64) (7)"},
-        {16, 0, "layer count is not in 1..NN_MAX_LAYERS (0)"},
-        {16, NN_MAX_LAYERS + 1, "layer count is not in 1..NN_MAX_LAYERS"},
-        {20, 1, "reserved field is not 0"},
-        {32 + 8, 0, "a layer size is 0"},
-        {40 + 8 * 3, 9, "an activation is not an nn_act (9)"},
-        {40 + 12 * 3, 1000, "parameter count disagrees"},
+        {12, 7, "bad header field at byte 12: dtype is not 0 (f32) or 1 (f64) (7)"},
+        {16, 0, "bad header field at byte 16: layer count is not in 1..NN_MAX_LAYERS (0)"},
+        {16, NN_MAX_LAYERS + 1, "bad header field at byte 16: layer count is not in "
+                                "1..NN_MAX_LAYERS (65)"},
+        {20, 1, "bad header field at byte 20: reserved field is not 0 (1)"},
+        {32 + 8, 0, "bad header field at byte 40: a layer size is 0 or too large (0)"},
+        {32 + 24, 0, "bad header field at byte 56: a layer size is 0 or too large (0)"},
+        {40 + 8 * 3, 9, "bad header field at byte 64: an activation is not an nn_act (9)"},
+        {40 + 8 * 3 + 8, 5, "bad header field at byte 72: an activation is not an nn_act (5)"},
+        {40 + 12 * 3, 1000, "bad header field at byte 76: the parameter count disagrees with "
+                            "the layer sizes (1000)"},
         {32 + 16, 6, "truncated: "},  /* a wider layer than the file holds */
         {32 + 16, 3, "trailing bytes"}, /* a narrower one */
     };
@@ -290,8 +340,18 @@ Test(nn_io, wrong_magic_version_and_fields)
         write_bytes(bad, c, n);
         char what[32];
         snprintf(what, sizeof what, "edit %zu", i);
-        expect_rejected(bad, AG_ERR_FORMAT, edits[i].msg, what);
+        char full[256];
+        snprintf(full, sizeof full, "nn_mlp_load: %s: %s", bad, edits[i].msg);
+        expect_rejected(bad, AG_ERR_FORMAT, strchr(edits[i].msg, '(') ? full : edits[i].msg, what);
     }
+    /* sizes whose product overflows: named at the parameter count */
+    memcpy(c, b, n);
+    for (int i = 0; i < 8; i++)
+        c[32 + 8 + i] = c[32 + 16 + i] = 0xff;
+    fix_crc(c, n);
+    write_bytes(bad, c, n);
+    expect_rejected(bad, AG_ERR_FORMAT, "bad header field at byte 76: the parameter count "
+                    "overflows (54)", "overflow");
     memcpy(c, b, n);
     c[0] = 'X';
     write_bytes(bad, c, n);
@@ -302,7 +362,8 @@ Test(nn_io, wrong_magic_version_and_fields)
         c[24 + i] = (unsigned char)(inf >> (8 * i));
     fix_crc(c, n);
     write_bytes(bad, c, n);
-    expect_rejected(bad, AG_ERR_FORMAT, "slope is not finite", "slope");
+    expect_rejected(bad, AG_ERR_FORMAT, "bad header field at byte 24: leaky_relu slope is not "
+                    "finite (9218868437227405312)", "slope");
     memcpy(c, b, n);
     memset(c + n, 0, 8);
     write_bytes(bad, c, n + 8);
@@ -326,7 +387,8 @@ Test(nn_io, foreign_and_missing_files)
     expect_rejected(path, AG_ERR_FORMAT, "bad magic", "png");
     remove(path);
     expect_rejected("/nonexistent/model.nn", AG_ERR_IO, "cannot open '/nonexistent/model.nn'", "missing");
-    expect_rejected("/tmp", AG_ERR_IO, "cannot read '/tmp'", "directory");
+    expect_rejected("/tmp", AG_ERR_IO, "nn_mlp_load: '/tmp' is a directory, not a regular file",
+                    "directory");
     nn_mlp *net;
     nn_error e;
     cr_expect_eq(nn_mlp_load(NULL, &net, &e), AG_ERR_NULL);
@@ -338,7 +400,10 @@ Test(nn_io, save_errors)
     nn_mlp *net = sample_model(AG_F32);
     nn_error e;
     cr_expect_eq(nn_mlp_save(net, "/nonexistent/dir/model.nn", &e), AG_ERR_IO);
-    cr_expect(strstr(e.msg, "cannot create '/nonexistent/dir/model.nn.tmp'"), "%s", e.msg);
+    cr_expect(strncmp(e.msg, "nn_mlp_save: cannot create '/nonexistent/dir/model.nn.", 53) == 0,
+              "%s", e.msg);
+    cr_expect(strstr(e.msg, ".tmp' (the temporary file for '/nonexistent/dir/model.nn'): "
+                            "No such file or directory"), "%s", e.msg);
     cr_expect_eq(nn_mlp_save(NULL, "/tmp/x", &e), AG_ERR_NULL);
     cr_expect_eq(nn_mlp_save(net, NULL, &e), AG_ERR_NULL);
     cr_expect_eq(nn_mlp_save(net, "", &e), AG_ERR_VALUE);
@@ -375,4 +440,227 @@ Test(nn_io, load_allocation_failures_are_clean)
     cr_expect_gt(k, 1);
     cr_expect_lt(k, 100);
     remove(path);
+}
+
+/* A fresh directory for files a test makes beside each other. */
+static void temp_dir(char dir[64])
+{
+    strcpy(dir, "/tmp/nn_test_dir_XXXXXX");
+    cr_assert_not_null(mkdtemp(dir));
+}
+
+static bool same_params(const nn_mlp *a, const nn_mlp *b)
+{
+    size_t P = nn_mlp_param_count(a), es = ag_dtype_size(nn_mlp_spec(a)->dtype);
+    return P == nn_mlp_param_count(b) && nn_mlp_spec(a)->dtype == nn_mlp_spec(b)->dtype &&
+           memcmp(nn_mlp_data(a), nn_mlp_data(b), P * es) == 0;
+}
+
+/* Two processes save different models to one path over and over while this
+ * one loads it: every load must succeed and give one of the two models
+ * (with a fixed temporary name, a third of the saves failed and half the
+ * loads saw a truncated file or a bad checksum). */
+Test(nn_io, overlapping_saves_and_loads_always_see_a_whole_model, .timeout = 120)
+{
+    enum { SAVES = 150 };
+    char dir[64], path[96];
+    temp_dir(dir);
+    snprintf(path, sizeof path, "%s/model.nnm", dir);
+    nn_mlp *m[2] = {sample_model(AG_F32), sample_model(AG_F32)};
+    cr_assert_eq(nn_mlp_init(m[1], NN_INIT_HE, 99, NULL), AG_OK);
+    cr_assert(!same_params(m[0], m[1]));
+    nn_error e;
+    cr_assert_eq(nn_mlp_save(m[0], path, &e), AG_OK, "%s", e.msg);
+    pid_t kids[2];
+    for (int k = 0; k < 2; k++) {
+        kids[k] = fork();
+        cr_assert_geq(kids[k], 0);
+        if (kids[k] == 0) { /* a writer: exit status 1 if any save failed */
+            int failed = 0;
+            for (int i = 0; i < SAVES; i++)
+                if (nn_mlp_save(m[k], path, &e) != AG_OK && failed++ == 0)
+                    fprintf(stderr, "writer %d, save %d: %s\n", k, i, e.msg);
+            _exit(failed != 0);
+        }
+    }
+    size_t loads = 0, seen[2] = {0, 0}, running = 2;
+    int status[2] = {-1, -1};
+    while (running > 0 || loads < 100) {
+        nn_mlp *back = NULL;
+        cr_assert_eq(nn_mlp_load(path, &back, &e), AG_OK, "load %zu: %s", loads, e.msg);
+        bool a = same_params(back, m[0]), b = same_params(back, m[1]);
+        cr_assert(a || b, "load %zu gave neither of the saved models", loads);
+        seen[b]++;
+        loads++;
+        nn_mlp_free(back);
+        for (int k = 0; k < 2; k++) {
+            int st;
+            if (status[k] == -1 && waitpid(kids[k], &st, WNOHANG) == kids[k]) {
+                status[k] = st;
+                running--;
+            }
+        }
+    }
+    for (int k = 0; k < 2; k++) {
+        cr_expect(WIFEXITED(status[k]) && WEXITSTATUS(status[k]) == 0,
+                  "writer %d: a save failed (status 0x%x)", k, status[k]);
+    }
+    cr_log_info("%zu loads while %d saves ran: %zu of model A, %zu of model B", loads, 2 * SAVES,
+                seen[0], seen[1]);
+    cr_expect_eq(count_prefixed(dir, "model.nnm."), 0, "no temporary file left behind");
+    nn_mlp_free(m[0]);
+    nn_mlp_free(m[1]);
+    remove(path);
+    rmdir(dir);
+}
+
+/* The old fixed temporary name "PATH.tmp" followed a symlink planted there
+ * and overwrote its target. Now nothing at a predictable name is opened. */
+Test(nn_io, a_symlink_planted_at_the_old_temporary_name_is_not_followed)
+{
+    char dir[64], path[96], link[100], victim[96];
+    temp_dir(dir);
+    snprintf(path, sizeof path, "%s/model.nnm", dir);
+    snprintf(link, sizeof link, "%s.tmp", path);
+    snprintf(victim, sizeof victim, "%s/victim", dir);
+    write_bytes(victim, (const unsigned char *)"precious", 8);
+    cr_assert_eq(symlink(victim, link), 0, "%s", strerror(errno));
+    nn_mlp *net = sample_model(AG_F64), *back = NULL;
+    nn_error e;
+    cr_assert_eq(nn_mlp_save(net, path, &e), AG_OK, "%s", e.msg);
+    size_t n;
+    unsigned char *b = read_bytes(victim, &n);
+    cr_expect(n == 8 && memcmp(b, "precious", 8) == 0, "the symlink's target was overwritten");
+    free(b);
+    struct stat st;
+    cr_expect(lstat(link, &st) == 0 && S_ISLNK(st.st_mode), "the planted symlink is left alone");
+    cr_assert_eq(nn_mlp_load(path, &back, &e), AG_OK, "%s", e.msg);
+    cr_expect(same_params(net, back));
+    cr_expect_eq(count_prefixed(dir, "model.nnm."), 1, "only the planted link");
+    nn_mlp_free(net);
+    nn_mlp_free(back);
+    remove(link);
+    remove(victim);
+    remove(path);
+    rmdir(dir);
+}
+
+/* A write that fails (here: the file size limit) names the file and the
+ * reason, removes the temporary file and leaves the old model in place. */
+Test(nn_io, a_failed_write_says_why_and_keeps_the_previous_file)
+{
+    char dir[64], path[96];
+    temp_dir(dir);
+    snprintf(path, sizeof path, "%s/model.nnm", dir);
+    nn_mlp *old = sample_model(AG_F32), *big, *back = NULL;
+    size_t sizes[] = {64, 64, 10};
+    nn_spec spec = {.n_layers = 2, .sizes = sizes, .dtype = AG_F64, .seed = 3};
+    cr_assert_eq(nn_mlp_new(&spec, &big, NULL), AG_OK);
+    nn_error e;
+    cr_assert_eq(nn_mlp_save(old, path, &e), AG_OK, "%s", e.msg);
+    struct rlimit was, lim;
+    cr_assert_eq(getrlimit(RLIMIT_FSIZE, &was), 0);
+    lim = was;
+    lim.rlim_cur = 1000; /* the big model needs 36 kB */
+    signal(SIGXFSZ, SIG_IGN); /* so the write fails with EFBIG instead of killing us */
+    cr_assert_eq(setrlimit(RLIMIT_FSIZE, &lim), 0);
+    ag_status s = nn_mlp_save(big, path, &e);
+    cr_assert_eq(setrlimit(RLIMIT_FSIZE, &was), 0);
+    cr_expect_eq(s, AG_ERR_IO, "%s", e.msg);
+    char want[200];
+    snprintf(want, sizeof want, "nn_mlp_save: cannot write '%s.", path);
+    cr_expect(strncmp(e.msg, want, strlen(want)) == 0, "%s", e.msg);
+    snprintf(want, sizeof want, ".tmp' (the temporary file for '%s'): %s", path, strerror(EFBIG));
+    cr_expect(strstr(e.msg, want), "'%s' lacks '%s'", e.msg, want);
+    cr_expect_eq(count_prefixed(dir, "model.nnm."), 0, "the temporary file is removed");
+    cr_assert_eq(nn_mlp_load(path, &back, &e), AG_OK, "%s", e.msg);
+    cr_expect(same_params(old, back), "the previous model is still there");
+    nn_mlp_free(old);
+    nn_mlp_free(big);
+    nn_mlp_free(back);
+    remove(path);
+    rmdir(dir);
+}
+
+/* A FIFO would block a plain open until a writer came; devices and
+ * directories are no model files either. */
+Test(nn_io, files_that_are_not_regular_are_refused_at_once, .timeout = 10)
+{
+    char dir[64], fifo[96], msg[160];
+    temp_dir(dir);
+    snprintf(fifo, sizeof fifo, "%s/fifo", dir);
+    cr_assert_eq(mkfifo(fifo, 0600), 0, "%s", strerror(errno));
+    snprintf(msg, sizeof msg, "nn_mlp_load: '%s' is a FIFO, not a regular file", fifo);
+    expect_rejected(fifo, AG_ERR_IO, msg, "fifo");
+    expect_rejected("/dev/zero", AG_ERR_IO,
+                    "nn_mlp_load: '/dev/zero' is a character device, not a regular file", "zero");
+    expect_rejected("/dev/null", AG_ERR_IO,
+                    "nn_mlp_load: '/dev/null' is a character device, not a regular file", "null");
+    snprintf(msg, sizeof msg, "nn_mlp_load: '%s' is a directory, not a regular file", dir);
+    expect_rejected(dir, AG_ERR_IO, msg, "directory");
+    remove(fifo);
+    rmdir(dir);
+}
+
+/* The header, the sizes and the checksum are checked before the model is
+ * allocated: a corrupted or lying file costs no memory. */
+Test(nn_io, a_bad_file_is_rejected_before_anything_is_allocated)
+{
+    size_t sizes[] = {300, 200, 10};
+    nn_spec spec = {.n_layers = 2, .sizes = sizes, .dtype = AG_F32, .seed = 4};
+    nn_mlp *net;
+    cr_assert_eq(nn_mlp_new(&spec, &net, NULL), AG_OK);
+    char path[64], bad[64];
+    temp_path(path);
+    temp_path(bad);
+    cr_assert_eq(nn_mlp_save(net, path, NULL), AG_OK);
+    size_t n;
+    unsigned char *b = read_bytes(path, &n);
+    cr_assert_eq(n, 48 + 24 + 4 * (300 * 200 + 200 + 200 * 10 + 10) + 4);
+    unsigned char *c = malloc(n);
+    uint64_t huge = (uint64_t)1 << 40, P = huge * 200 + 200 + 200 * 10 + 10;
+    for (size_t i = 0; i < 4; i++) {
+        memcpy(c, b, n);
+        const char *want = "checksum mismatch";
+        if (i == 0) {
+            c[n / 2] ^= 1; /* a parameter */
+        } else if (i == 1) {
+            c[n - 1] ^= 0x80; /* the checksum */
+        } else if (i == 2) { /* a header that claims 2^40 inputs, consistently */
+            for (int k = 0; k < 8; k++) {
+                c[32 + k] = (unsigned char)(huge >> (8 * k));
+                c[64 + k] = (unsigned char)(P >> (8 * k));
+            }
+            want = "truncated: ";
+        } else {
+            c[12] = 1; /* f64: twice the bytes the file holds */
+            want = "truncated: ";
+        }
+        write_bytes(bad, c, n);
+        test_alloc a;
+        test_alloc_install(&a, 0);
+        nn_mlp *back = NULL;
+        nn_error e;
+        ag_status s = nn_mlp_load(bad, &back, &e);
+        test_alloc_remove();
+        cr_expect_eq(s, AG_ERR_FORMAT, "case %zu: %s", i, e.msg);
+        cr_expect(strstr(e.msg, want), "case %zu: '%s' lacks '%s'", i, e.msg, want);
+        cr_expect_eq(a.attempts, 0, "case %zu: %zu allocations before the rejection", i,
+                     a.attempts);
+        cr_expect_null(back);
+    }
+    free(c);
+    write_bytes(bad, b, n);
+    test_alloc a;
+    test_alloc_install(&a, 0);
+    nn_mlp *back = NULL;
+    cr_expect_eq(nn_mlp_load(bad, &back, NULL), AG_OK);
+    test_alloc_remove();
+    cr_expect_gt(a.attempts, 0, "a good file does allocate its model");
+    cr_expect(back && same_params(net, back));
+    nn_mlp_free(back);
+    nn_mlp_free(net);
+    free(b);
+    remove(path);
+    remove(bad);
 }
