@@ -1,11 +1,15 @@
 #!/bin/sh
 # fuzz/run.sh [SECONDS]: runs every libFuzzer target for SECONDS (default 30)
 # over a copy of its seed corpus (fuzz/corpus/<target>, left unchanged), with
-# AddressSanitizer, LeakSanitizer and UBSan. Configures and builds build-fuzz
-# first if needed (clang; see fuzz/meson.build). Prints one line per target
-# with its executions; exits non-zero if any target finds something (crash,
-# invariant, leak, sanitizer report, timeout, out of memory). Findings are
-# kept in build-fuzz/fuzz-findings/: the input that triggers it, and the log.
+# AddressSanitizer, LeakSanitizer and UBSan. A target whose corpus is missing
+# or empty is an error, not a silent run from nothing (the model seeds are
+# binary files from fuzz/make_seeds.c: `build-fuzz/fuzz/make_seeds
+# fuzz/corpus` rewrites them). Configures and builds build-fuzz first if
+# needed (clang; see fuzz/meson.build). Prints one line per target with its
+# executions and the coverage edges it reached; exits non-zero if any target
+# finds something (crash, invariant, leak, sanitizer report, timeout, out of
+# memory). Findings are kept in build-fuzz/fuzz-findings/: the input that
+# triggers it, and the log.
 #
 # Environment: FUZZ_TARGETS="api csv" to run some targets only; FUZZ_BUILD
 # for another build directory.
@@ -19,6 +23,13 @@ esac
 root=$(cd "$(dirname "$0")/.." && pwd)
 build=${FUZZ_BUILD:-$root/build-fuzz}
 targets=${FUZZ_TARGETS:-refcase model idx csv api}
+
+for t in $targets; do
+    if [ -z "$(find "$root/fuzz/corpus/$t" -type f 2>/dev/null | head -n 1)" ]; then
+        echo "$0: no seed corpus for target '$t': fuzz/corpus/$t is missing or empty" >&2
+        exit 1
+    fi
+done
 
 if [ ! -f "$build/build.ninja" ]; then
     CC=clang meson setup "$build" "$root" -Dfuzz=true -Db_sanitize=address,undefined \
@@ -50,17 +61,18 @@ max_len() {
 }
 
 status=0
-printf '%-8s %8s %12s  %s\n' target seconds executions result
+printf '%-8s %8s %12s %6s  %s\n' target seconds executions edges result
 for t in $targets; do
     corpus=$work/corpus-$t
     mkdir -p "$corpus" "$work/artifacts-$t"
-    cp "$root/fuzz/corpus/$t/"* "$corpus/" 2>/dev/null
+    cp -R "$root/fuzz/corpus/$t/." "$corpus/" || exit 1
     log=$work/$t.log
     "$build/fuzz/fuzz_$t" "$corpus" -max_total_time="$seconds" -max_len="$(max_len "$t")" \
         -timeout=30 -rss_limit_mb=2048 -print_final_stats=1 \
         -artifact_prefix="$work/artifacts-$t/" >"$log" 2>&1
     rc=$?
     execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -n 1)
+    edges=$(sed -n 's/^#[0-9]*.* cov: \([0-9]*\) .*/\1/p' "$log" | tail -n 1)
     if [ "$rc" -eq 0 ]; then
         result=ok
     else
@@ -71,7 +83,7 @@ for t in $targets; do
         done
         cp "$log" "$findings/$t.log"
     fi
-    printf '%-8s %8s %12s  %s\n' "$t" "$seconds" "${execs:-?}" "$result"
+    printf '%-8s %8s %12s %6s  %s\n' "$t" "$seconds" "${execs:-?}" "${edges:-?}" "$result"
     if [ "$rc" -ne 0 ]; then
         grep -E 'ERROR|invariant failed|runtime error|SUMMARY' "$log" | head -n 5 | sed 's/^/    /'
     fi
