@@ -292,8 +292,13 @@ ag_tensor *ag_softplus(ag_tape *t, ag_tensor *x);            /* ln(1 + e^x) */
 ag_tensor *ag_add_scalar(ag_tape *t, ag_tensor *x, double c); /* x + c */
 ag_tensor *ag_scale(ag_tape *t, ag_tensor *x, double c);     /* c x */
 
-/* Matrix product. [m,k]·[k,n] -> [m,n]; batched [B,m,k]·[B,k,n] -> [B,m,n];
- * a rank-2 operand beside a rank-3 one is shared by every batch entry. */
+/* Matrix product, as torch.matmul: [m,k]·[k,n] -> [m,n], y = a w, ga = gy wᵀ,
+ * gw = aᵀ gy; batched [..,m,k]·[..,k,n] -> [..,m,n] with the batch axes
+ * broadcast as numpy's (any rank; a rank-2 operand is shared by every
+ * batch entry) and gradients summed over the broadcast ones; a 1-D a is a
+ * row [1,k] and a 1-D w a column [k,1], the added axis left out of y
+ * ([k]·[k] -> a scalar). AG_ERR_SHAPE for a rank-0 operand, inner
+ * dimensions that differ, or batch axes that do not broadcast. */
 ag_tensor *ag_matmul(ag_tape *t, ag_tensor *a, ag_tensor *b);
 /* Swaps the last two axes (rank >= 2): [.., m, n] -> [.., n, m]. */
 ag_tensor *ag_transpose(ag_tape *t, ag_tensor *x);
@@ -339,11 +344,128 @@ ag_tensor *ag_cross_entropy(ag_tape *t, ag_tensor *z, ag_tensor *c);
 /* ------------------------------------------------------ second op set:
  * elementwise (broadcast where binary) */
 
+ag_tensor *ag_sin(ag_tape *t, ag_tensor *x);                 /* sin x, d/dx = cos x */
+ag_tensor *ag_cos(ag_tape *t, ag_tensor *x);                 /* cos x, d/dx = -sin x */
+ag_tensor *ag_tan(ag_tape *t, ag_tensor *x);                 /* tan x, d/dx = 1 + tan² x */
+ag_tensor *ag_asin(ag_tape *t, ag_tensor *x);                /* asin x, d/dx = 1/√(1 - x²) (NaN outside [-1, 1]) */
+ag_tensor *ag_acos(ag_tape *t, ag_tensor *x);                /* acos x, d/dx = -1/√(1 - x²) */
+ag_tensor *ag_atan(ag_tape *t, ag_tensor *x);                /* atan x, d/dx = 1/(1 + x²) */
+ag_tensor *ag_sinh(ag_tape *t, ag_tensor *x);                /* sinh x, d/dx = cosh x */
+ag_tensor *ag_cosh(ag_tape *t, ag_tensor *x);                /* cosh x, d/dx = sinh x */
+ag_tensor *ag_log1p(ag_tape *t, ag_tensor *x);               /* ln(1 + x), exact for tiny x; d/dx = 1/(1 + x) */
+ag_tensor *ag_expm1(ag_tape *t, ag_tensor *x);               /* e^x - 1, exact for tiny x; d/dx = e^x */
+ag_tensor *ag_erf(ag_tape *t, ag_tensor *x);                 /* erf x, d/dx = 2/√π e^(-x²) */
+ag_tensor *ag_square(ag_tape *t, ag_tensor *x);              /* x², d/dx = 2x */
+ag_tensor *ag_reciprocal(ag_tape *t, ag_tensor *x);          /* 1/x, d/dx = -1/x² */
+ag_tensor *ag_rsqrt(ag_tape *t, ag_tensor *x);               /* 1/√x, d/dx = -1/(2 x^1.5) */
+/* x Φ(x), Φ the exact normal CDF (erf form, not the tanh approximation),
+ * computed as x erfc(-x/√2)/2 so it stays exact for x << 0;
+ * d/dx = Φ(x) + x φ(x) */
+ag_tensor *ag_gelu(ag_tape *t, ag_tensor *x);
+ag_tensor *ag_silu(ag_tape *t, ag_tensor *x);                /* x σ(x), d/dx = σ(x)(1 + x(1 - σ(x))) */
+/* x > 0 ? x : alpha (e^x - 1); d/dx = 1 for x > 0, else alpha e^x */
+ag_tensor *ag_elu(ag_tape *t, ag_tensor *x, double alpha);
+/* min(max(x, lo), hi) (NaN stays NaN; an infinite bound clamps one side
+ * only); d/dx = 1 strictly inside (lo, hi), 0 at the bounds and outside.
+ * Errors: AG_ERR_VALUE when lo > hi or a bound is NaN. */
+ag_tensor *ag_clamp(ag_tape *t, ag_tensor *x, double lo, double hi);
+
+/* Binary, broadcast as numpy (AG_ERR_SHAPE when the shapes do not; the
+ * gradient of a broadcast input sums over the axes it was spread along). */
+/* max(a, b); the gradient goes to the larger, half to each on a tie (as
+ * PyTorch); NaN in either gives NaN */
+ag_tensor *ag_maximum(ag_tape *t, ag_tensor *a, ag_tensor *b);
+/* min(a, b); the gradient goes to the smaller, half to each on a tie */
+ag_tensor *ag_minimum(ag_tape *t, ag_tensor *a, ag_tensor *b);
+/* atan2(a, b), the angle of (b, a); d/da = b/(a² + b²), d/db = -a/(a² + b²) */
+ag_tensor *ag_atan2(ag_tape *t, ag_tensor *a, ag_tensor *b);
+/* a^b; d/da = b a^(b-1) (0 where b = 0), d/db = a^b ln a (0 where a = 0
+ * and b >= 0, as PyTorch); a < 0 with b not an integer gives NaN */
+ag_tensor *ag_pow_tensor(ag_tape *t, ag_tensor *a, ag_tensor *b);
+/* cond ≠ 0 ? a : b elementwise, the three broadcast together; a and b take
+ * the gradient where they are chosen (summed over broadcast axes), cond
+ * none. cond may be f32 or f64 whatever a's dtype; a and b must agree
+ * (AG_ERR_DTYPE). A NaN in cond counts as true. */
+ag_tensor *ag_where(ag_tape *t, ag_tensor *cond, ag_tensor *a, ag_tensor *b);
+
 /* ------------------------------------------------ second op set: shapes,
  * indexing, products of any rank */
 
+/* Axes reordered as torch.permute: y's axis d is x's axis axes[d]; n must
+ * be x's rank and axes a permutation of 0..n-1 (negative ones count from
+ * the end), else AG_ERR_VALUE (AG_ERR_NULL for NULL axes). gx = gy with
+ * the axes put back. */
+ag_tensor *ag_permute(ag_tape *t, ag_tensor *x, const int *axes, size_t n);
+/* x broadcast to shape (numpy's broadcast_to: axes aligned from the end,
+ * each of x's is 1 or the target's); gx = gy summed over the broadcast
+ * axes. AG_ERR_SHAPE when x does not broadcast to it, AG_ERR_VALUE for a
+ * rank over AG_MAX_RANK. */
+ag_tensor *ag_expand(ag_tape *t, ag_tensor *x, const size_t *shape, size_t rank);
+/* The slices of x along axis picked by idx [k] (an embedding lookup):
+ * y = x with axis k long, y[..j..] = x[..idx[j]..]; repeats allowed, their
+ * gradients add up; idx (whole numbers in either float dtype) takes no
+ * gradient. AG_ERR_VALUE for a bad axis or an index that is not a whole
+ * number in [0, x's size along axis) (naming its position), AG_ERR_SHAPE
+ * for idx of rank > 1. */
+ag_tensor *ag_index_select(ag_tape *t, ag_tensor *x, int axis, ag_tensor *idx);
+/* torch.gather: y has idx's shape, y[..j..] = x[..idx[..j..]..] with the
+ * index along axis; gx[..idx[..j..]..] += gy[..j..]. idx has x's rank and
+ * no larger sizes off axis (AG_ERR_SHAPE); its values as ag_index_select's. */
+ag_tensor *ag_gather(ag_tape *t, ag_tensor *x, int axis, ag_tensor *idx);
+
 /* ---------------------------------------- second op set: reductions,
  * normalisation, losses */
+
+/* Along one axis, as ag_max_axis (axis may be negative; keepdim keeps it
+ * with size 1). Errors: AG_ERR_VALUE for an axis out of range. */
+/* min over axis; the gradient goes to the first minimal element (NaN wins).
+ * An empty axis is AG_ERR_SHAPE. */
+ag_tensor *ag_min_axis(ag_tape *t, ag_tensor *x, int axis, bool keepdim);
+/* Π x over axis, d/dx_k = Π_{j≠k} x_j (exact with zeros: no division);
+ * 1 over an empty axis. */
+ag_tensor *ag_prod_axis(ag_tape *t, ag_tensor *x, int axis, bool keepdim);
+/* population variance 1/n Σ (x - mean)², d/dx_k = 2 (x_k - mean) / n;
+ * NaN over an empty axis. */
+ag_tensor *ag_var_axis(ag_tape *t, ag_tensor *x, int axis, bool keepdim);
+/* ln Σ e^x over axis, as m + ln Σ e^(x - m), m the maximum: finite for
+ * any finite x; d/dx = softmax(x); -inf over an empty axis. */
+ag_tensor *ag_logsumexp(ag_tape *t, ag_tensor *x, int axis, bool keepdim);
+/* The index of the first maximal (minimal) element along axis, as a value
+ * of x's dtype (exact up to 2^24 in f32); NaN counts as the extreme. The
+ * result never requires grad: no gradient flows back through an index.
+ * An empty axis is AG_ERR_SHAPE. */
+ag_tensor *ag_argmax(ag_tape *t, ag_tensor *x, int axis, bool keepdim);
+ag_tensor *ag_argmin(ag_tape *t, ag_tensor *x, int axis, bool keepdim);
+/* ‖x‖ = sqrt(Σ x²) over all elements (rank 0), without overflow or
+ * underflow of the squares; d/dx = x / ‖x‖, 0 at x = 0. */
+ag_tensor *ag_norm(ag_tape *t, ag_tensor *x);
+/* Σ (mean) over the n axes at once (each may be negative; n = 0 reduces
+ * nothing, as numpy's axis=()); keepdim keeps each with size 1. Errors:
+ * AG_ERR_NULL (axes NULL with n > 0), AG_ERR_VALUE (an axis out of range
+ * or given twice). */
+ag_tensor *ag_sum_axes(ag_tape *t, ag_tensor *x, const int *axes, size_t n, bool keepdim);
+ag_tensor *ag_mean_axes(ag_tape *t, ag_tensor *x, const int *axes, size_t n, bool keepdim);
+
+/* (x - mean) / sqrt(var + eps) over the last axis, population variance; no
+ * affine part: scale and shift with ag_mul and ag_add. Errors: AG_ERR_SHAPE
+ * (rank 0), AG_ERR_VALUE (eps negative, NaN or infinite). */
+ag_tensor *ag_layer_norm(ag_tape *t, ag_tensor *x, double eps);
+/* Training with p > 0: each element zeroed with probability p, the rest
+ * scaled by 1/(1-p); the mask is drawn from rng (one ag_rng_uniform per
+ * element, row-major) when the op runs and reused by the backward.
+ * Otherwise (training false, or p = 0) the identity, rng unused (may be
+ * NULL). Errors: AG_ERR_VALUE (p outside [0, 1)), AG_ERR_NULL (rng NULL
+ * when it is needed). */
+ag_tensor *ag_dropout(ag_tape *t, ag_tensor *x, double p, bool training, ag_rng *rng);
+
+/* Log-probabilities lp [N,C] (e.g. ag_log_softmax) and class indices c [N]
+ * as in ag_cross_entropy: mean over rows of -lp[row, c[row]]. Errors:
+ * AG_ERR_SHAPE, AG_ERR_VALUE (a class not an integer in [0, C)). */
+ag_tensor *ag_nll_loss(ag_tape *t, ag_tensor *logp, ag_tensor *c);
+/* mean of 0.5 d² where |d| < delta, else delta (|d| - 0.5 delta), d = a - y
+ * (same shapes); d/da = d, else delta sign d. delta <= 0 or NaN is
+ * AG_ERR_VALUE. */
+ag_tensor *ag_huber_loss(ag_tape *t, ag_tensor *a, ag_tensor *y, double delta);
 
 /* -------------------------------------------------------------- checking */
 

@@ -30,7 +30,9 @@ static ag_status check_probabilities(ag_tape *t, const ag_tensor *p)
 /* An elementwise loss: mean-like reduction of term(a, y) over the
  * elements, divided by divisor(a). Each op gives its summand and the
  * summand's derivatives (before the division) as one expression each. */
-#define AG_LOSS(NAME, CHECK, DIVISOR, TERM, DA, DY)                                       \
+#define AG_LOSS(NAME, ...) AG_LOSS_SHAPED(NAME, ag__shape_same_pair, __VA_ARGS__)
+/* The same with its own shape rule (one that also checks the op's scalar). */
+#define AG_LOSS_SHAPED(NAME, SHAPE, CHECK, DIVISOR, TERM, DA, DY)                         \
     static ag_status NAME##_forward(ag_tape *t, ag_record *r)                             \
     {                                                                                     \
         if (CHECK(t, r->in[0]) != AG_OK)                                                  \
@@ -67,7 +69,7 @@ static ag_status check_probabilities(ag_tape *t, const ag_tensor *p)
         return AG_OK;                                                                     \
     }                                                                                     \
     const ag_op_def ag__op_##NAME = {.name = #NAME, .arity = 2, .same_dtype = true,       \
-                                     .shape = ag__shape_same_pair, .forward = NAME##_forward, \
+                                     .shape = SHAPE, .forward = NAME##_forward,           \
                                      .backward = NAME##_backward}
 
 static ag_status any_values(ag_tape *t, const ag_tensor *a)
@@ -97,32 +99,62 @@ AG_LOSS(bce, check_probabilities, (double)A->numel,
 AG_LOSS(bce_with_logits, any_values, (double)A->numel,
         (a > 0 ? a : 0) - a * y + softplus_neg_abs(a), sigmoid(a) - y, -a);
 
+/* huber: with d = a - y and delta > 0, 0.5 d² where |d| < delta, else
+ * delta (|d| - 0.5 delta); its slope d, else delta sign d */
+static double huber_term(double d, double delta)
+{
+    return fabs(d) < delta ? 0.5 * d * d : delta * (fabs(d) - 0.5 * delta);
+}
+
+static double huber_slope(double d, double delta)
+{
+    return fabs(d) < delta ? d : d > 0 ? delta : -delta;
+}
+
+static ag_status huber_loss_shape(ag_tape *t, ag_record *r, ag_tensor *out)
+{
+    if (!(r->attr.scalar > 0))
+        return ag__error(t, AG_ERR_VALUE, "ag_huber_loss: delta = %g is not > 0", r->attr.scalar);
+    return ag__shape_same_pair(t, r, out);
+}
+
+AG_LOSS_SHAPED(huber_loss, huber_loss_shape, any_values, (double)A->numel,
+               huber_term(a - y, r->attr.scalar), huber_slope(a - y, r->attr.scalar),
+               -huber_slope(a - y, r->attr.scalar));
+
 /* ------------------------------------------------------------ cross entropy
  *   z: (N,C) logits, c: (N) class indices
  *   L = 1/N Σ_r (lse_r - z[r, c_r]),  lse_r = ln Σ_j e^z[r,j]
  *   gz[r,j] += g/N (e^(z[r,j] - lse_r) - [j == c_r]); lse is saved. */
 
-static ag_status cross_entropy_shape(ag_tape *t, ag_record *r, ag_tensor *out)
+/* Scores [N,C] and class indices [N]: cross_entropy's logits, nll_loss's
+ * log-probabilities (what names them in the message). */
+static ag_status classes_shape(ag_tape *t, ag_record *r, ag_tensor *out, const char *what)
 {
     const ag_tensor *z = r->in[0], *c = r->in[1];
     if (z->rank != 2 || c->rank != 1 || c->shape[0] != z->shape[0] || z->shape[1] == 0) {
         char sz[AG_SHAPE_BUF], sc[AG_SHAPE_BUF];
         return ag__error(t, AG_ERR_SHAPE,
-                         "ag_cross_entropy: logits %s and classes %s: want [N,C] (C > 0) and [N]",
-                         ag__shape_str(z, sz, sizeof sz), ag__shape_str(c, sc, sizeof sc));
+                         "ag_%s: %s %s and classes %s: want [N,C] (C > 0) and [N]", r->def->name,
+                         what, ag__shape_str(z, sz, sizeof sz), ag__shape_str(c, sc, sizeof sc));
     }
     out->rank = 0;
     return AG_OK;
 }
 
-static ag_status check_classes(ag_tape *t, const ag_tensor *c, size_t classes)
+static ag_status cross_entropy_shape(ag_tape *t, ag_record *r, ag_tensor *out)
+{
+    return classes_shape(t, r, out, "logits");
+}
+
+static ag_status check_classes(ag_tape *t, const ag_record *r, const ag_tensor *c, size_t classes)
 {
     for (size_t i = 0; i < c->numel; i++) {
         double v = ag_get(c, i);
         if (!(v >= 0 && v < (double)classes && v == floor(v)))
             return ag__error(t, AG_ERR_VALUE,
-                             "ag_cross_entropy: class %g at row %zu is not an index in [0, %zu)",
-                             v, i, classes);
+                             "ag_%s: class %g at row %zu is not an index in [0, %zu)",
+                             r->def->name, v, i, classes);
     }
     return AG_OK;
 }
@@ -131,7 +163,7 @@ static ag_status cross_entropy_forward(ag_tape *t, ag_record *r)
 {
     const ag_tensor *z = r->in[0], *c = r->in[1];
     size_t rows = z->shape[0], cols = z->shape[1];
-    if (check_classes(t, c, cols) != AG_OK)
+    if (check_classes(t, r, c, cols) != AG_OK)
         return ag_tape_status(t);
     double *lse = ag__arena_alloc(t, rows * sizeof *lse);
     if (!lse)
@@ -181,6 +213,49 @@ const ag_op_def ag__op_cross_entropy = {.name = "cross_entropy", .arity = 2,
                                         .forward = cross_entropy_forward,
                                         .backward = cross_entropy_backward};
 
+/* ------------------------------------------------------------ nll_loss
+ *   lp: (N,C) log-probabilities, c: (N) class indices
+ *   L = -1/N Σ_r lp[r, c_r],  glp[r, c_r] += -g/N */
+
+static ag_status nll_loss_shape(ag_tape *t, ag_record *r, ag_tensor *out)
+{
+    return classes_shape(t, r, out, "log-probabilities");
+}
+
+static ag_status nll_loss_forward(ag_tape *t, ag_record *r)
+{
+    const ag_tensor *lp = r->in[0], *c = r->in[1];
+    size_t rows = lp->shape[0], cols = lp->shape[1];
+    if (check_classes(t, r, c, cols) != AG_OK)
+        return ag_tape_status(t);
+    double s = 0;
+    AG_DISPATCH(lp->dtype, T, {
+        const T *ls = lp->data;
+        for (size_t i = 0; i < rows; i++)
+            s -= ls[i * cols + (size_t)ag_get(c, i)];
+        *(T *)r->out->data = (T)(rows ? s / (double)rows : NAN);
+    });
+    return AG_OK;
+}
+
+static ag_status nll_loss_backward(ag_tape *t, const ag_record *r, const void *gout, void *gin[])
+{
+    (void)t;
+    const ag_tensor *lp = r->in[0], *c = r->in[1];
+    size_t rows = lp->shape[0], cols = lp->shape[1];
+    if (!gin[0])
+        return AG_OK; /* the class indices take no gradient */
+    AG_DISPATCH(lp->dtype, T, {
+        T *gl = gin[0], g = (T)(*(const T *)gout / (double)rows);
+        for (size_t i = 0; i < rows; i++)
+            gl[i * cols + (size_t)ag_get(c, i)] -= g;
+    });
+    return AG_OK;
+}
+
+const ag_op_def ag__op_nll_loss = {.name = "nll_loss", .arity = 2, .shape = nll_loss_shape,
+                                   .forward = nll_loss_forward, .backward = nll_loss_backward};
+
 /* ------------------------------------------------------------ public API */
 
 ag_tensor *ag_mse(ag_tape *t, ag_tensor *a, ag_tensor *y) { return ag__apply(t, &ag__op_mse, a, y, NULL); }
@@ -199,4 +274,14 @@ ag_tensor *ag_bce_with_logits(ag_tape *t, ag_tensor *z, ag_tensor *y)
 ag_tensor *ag_cross_entropy(ag_tape *t, ag_tensor *z, ag_tensor *c)
 {
     return ag__apply(t, &ag__op_cross_entropy, z, c, NULL);
+}
+
+ag_tensor *ag_nll_loss(ag_tape *t, ag_tensor *logp, ag_tensor *c)
+{
+    return ag__apply(t, &ag__op_nll_loss, logp, c, NULL);
+}
+
+ag_tensor *ag_huber_loss(ag_tape *t, ag_tensor *a, ag_tensor *y, double delta)
+{
+    return ag__apply(t, &ag__op_huber_loss, a, y, &(ag_attr){.scalar = delta});
 }
