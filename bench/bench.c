@@ -1,16 +1,9 @@
 /* bench: our side of the benchmark table (bench/run.sh adds the peers).
- *   bench [--threads N] [WORKLOAD...]     default: all, one thread per CPU
  * Prints one line per measurement: RESULT ours <workload> <value> <unit>.
- *   W1-f32, W1-f64  Nielsen's 784-30-10 sigmoid net, quadratic cost, SGD batch 10,
- *                   one shuffled epoch of 60,000 examples           (examples/s)
- *   W2-f32          784-256-256-10 ReLU, softmax cross-entropy, SGD batch 128 (examples/s)
- *   W3              micrograd's demo at scale: a 2-16-16-1 tanh MLP of rank-0
- *                   tensors over 156 samples, ~100,000 nodes        (nodes/s)
- *   W4-N-fwd/bwd    f32 N x N matmul, N = 1024, 2048, forward and the two
- *                   backward products                               (GFLOP/s)
- *   W1-f32-rss, W2-f32-rss  run that workload alone, report max RSS (KiB)
+ * The workloads and flags are in `about` below (bench --help prints them).
  * Data is synthetic and seeded: speed does not depend on the values. */
 #define _POSIX_C_SOURCE 200809L
+#include "flags.h"
 #include "nn.h"
 
 #include <stdio.h>
@@ -264,31 +257,71 @@ static void run_gemm(size_t n)
 
 /* ------------------------------------------------------------ main */
 
-static bool wanted(int argc, char **argv, const char *name)
+static const char *const workloads[] = {"W1-f32", "W1-f64", "W2-f32", "W3", "W4-1024",
+                                        "W4-2048", "W1-f32-rss", "W2-f32-rss"};
+enum { N_WORKLOADS = sizeof workloads / sizeof workloads[0] };
+
+static const char about[] =
+    "Our side of the benchmark table: prints RESULT ours <workload> <value> <unit>.\n"
+    "WORKLOAD (default: all but the -rss ones):\n"
+    "  W1-f32 W1-f64   Nielsen's 784-30-10 sigmoid net, quadratic cost, SGD batch 10,\n"
+    "                  one shuffled epoch of 60,000 examples (examples/s)\n"
+    "  W2-f32          784-256-256-10 ReLU, softmax cross-entropy, SGD batch 128\n"
+    "                  (examples/s)\n"
+    "  W3              micrograd's demo at scale: a 2-16-16-1 tanh MLP of rank-0\n"
+    "                  tensors over 156 samples, ~100,000 nodes (nodes/s)\n"
+    "  W4-1024 W4-2048 f32 N x N matmul: forward and the two backward products,\n"
+    "                  reported as W4-N-fwd and W4-N-bwd (GFLOP/s)\n"
+    "  W1-f32-rss W2-f32-rss\n"
+    "                  run that workload alone, report its max RSS (KiB)";
+
+/* Exits 2 naming the first unknown workload and listing the known ones. */
+static void check_workloads(const char *const *names, size_t n)
 {
-    if (argc < 2 || (argc == 3 && strcmp(argv[1], "--threads") == 0))
+    for (size_t i = 0; i < n; i++) {
+        size_t k = 0;
+        while (k < N_WORKLOADS && strcmp(names[i], workloads[k]) != 0)
+            k++;
+        if (k < N_WORKLOADS)
+            continue;
+        fprintf(stderr, "bench: unknown workload %s; the workloads are", names[i]);
+        for (k = 0; k < N_WORKLOADS; k++)
+            fprintf(stderr, " %s", workloads[k]);
+        fputc('\n', stderr);
+        exit(2);
+    }
+}
+
+/* Named on the command line, or with none named, every timing workload. */
+static bool wanted(const char *const *names, size_t n, const char *name)
+{
+    if (n == 0)
         return strstr(name, "-rss") == NULL; /* rss runs only when asked */
-    for (int i = 1; i < argc; i++)
-        if (strcmp(argv[i], name) == 0)
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(names[i], name) == 0)
             return true;
     return false;
 }
 
 int main(int argc, char **argv)
 {
-    if (argc >= 3 && strcmp(argv[1], "--threads") == 0) {
-        char *end;
-        threads = strtoul(argv[2], &end, 10);
-        if (*end || threads == 0)
-            die("--threads", "wants a positive integer");
-    }
-    if (wanted(argc, argv, "W1-f32")) run_mlp(&W1_F32, false);
-    if (wanted(argc, argv, "W1-f64")) run_mlp(&W1_F64, false);
-    if (wanted(argc, argv, "W2-f32")) run_mlp(&W2_F32, false);
-    if (wanted(argc, argv, "W3")) run_scalar();
-    if (wanted(argc, argv, "W4-1024")) run_gemm(1024);
-    if (wanted(argc, argv, "W4-2048")) run_gemm(2048);
-    if (wanted(argc, argv, "W1-f32-rss")) run_mlp(&W1_F32, true);
-    if (wanted(argc, argv, "W2-f32-rss")) run_mlp(&W2_F32, true);
+    uint64_t n_threads = 0;
+    const char *names[4 * N_WORKLOADS];
+    const flag_spec flags[] = {
+        {"--threads", FLAG_UINT, &n_threads, 0, 1024, false, "threads per tape, 0: one per CPU"},
+    };
+    const cli_spec cli = {"bench", " [WORKLOAD...]", about, flags, 1, names,
+                          sizeof names / sizeof names[0]};
+    size_t n = parse_flags(argc, argv, &cli);
+    check_workloads(names, n);
+    threads = (size_t)n_threads;
+    if (wanted(names, n, "W1-f32")) run_mlp(&W1_F32, false);
+    if (wanted(names, n, "W1-f64")) run_mlp(&W1_F64, false);
+    if (wanted(names, n, "W2-f32")) run_mlp(&W2_F32, false);
+    if (wanted(names, n, "W3")) run_scalar();
+    if (wanted(names, n, "W4-1024")) run_gemm(1024);
+    if (wanted(names, n, "W4-2048")) run_gemm(2048);
+    if (wanted(names, n, "W1-f32-rss")) run_mlp(&W1_F32, true);
+    if (wanted(names, n, "W2-f32-rss")) run_mlp(&W2_F32, true);
     return 0;
 }

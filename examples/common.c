@@ -3,8 +3,6 @@
 #include "common.h"
 
 #include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
 #include <sys/stat.h>
 #include <time.h>
 
@@ -104,19 +102,4 @@ ag_status optim_for(nn_mlp *net, const nn_optim_config *cfg, nn_optim **out, nn_
     size_t n;
     const nn_param *params = nn_mlp_params(net, &n);
     return nn_optim_new(cfg, params, n, out, err);
-}
-
-bool flag_number(int argc, char **argv, int *i, const char *name, double *value)
-{
-    if (strcmp(argv[*i], name) != 0)
-        return false;
-    char *end = NULL;
-    if (*i + 1 < argc)
-        *value = strtod(argv[*i + 1], &end);
-    if (!end || end == argv[*i + 1] || *end) {
-        fprintf(stderr, "%s: %s needs a number\n", argv[0], name);
-        exit(2);
-    }
-    *i += 1;
-    return true;
 }

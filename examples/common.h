@@ -1,8 +1,9 @@
 /* common.h: what several examples share: finding and loading data, a
- * clock, and reading numeric flags. */
+ * clock, and the command-line parser (flags.h). */
 #ifndef EXAMPLES_COMMON_H
 #define EXAMPLES_COMMON_H
 
+#include "flags.h"
 #include "nn.h"
 
 /* Seconds from a monotonic clock. */
@@ -26,10 +27,5 @@ ag_status load_digits(ag_dtype dt, size_t n_test, uint64_t seed, nn_dataset *tra
 
 /* An optimizer over every parameter of net (nn_optim_new on nn_mlp_params). */
 ag_status optim_for(nn_mlp *net, const nn_optim_config *cfg, nn_optim **out, nn_error *err);
-
-/* Parses "--name value" flags: returns true and sets *value when argv[*i]
- * is --name followed by a number (advancing *i). Exits with a usage
- * message on a malformed number. */
-bool flag_number(int argc, char **argv, int *i, const char *name, double *value);
 
 #endif

@@ -3,14 +3,22 @@
  *
  *   f(x, W, b) = mean( softplus(x·W + b) * sigmoid(x·W) )
  *
- * Usage: expr [OUT.dot]   (default expr.dot; render: dot -Tsvg expr.dot) */
+ * Usage: expr [OUT.dot]   (default expr.dot; render: dot -Tsvg expr.dot;
+ *        a path starting with '-' goes after "--") */
 #include "autograd.h"
+#include "flags.h"
 
 #include <stdio.h>
 
 int main(int argc, char **argv)
 {
-    const char *dot_path = argc > 1 ? argv[1] : "expr.dot";
+    const char *dot_path = "expr.dot";
+    const cli_spec cli = {"expr", " [OUT.dot]",
+                          "Differentiates f(x, W, b) = mean(softplus(x·W + b) * sigmoid(x·W)) and\n"
+                          "writes the recorded tape to OUT.dot (default expr.dot; a path starting\n"
+                          "with '-' goes after \"--\").",
+                          NULL, 0, &dot_path, 1};
+    parse_flags(argc, argv, &cli);
     ag_rng rng;
     ag_rng_seed(&rng, 42);
     ag_tensor *x = ag_from_data(AG_F64, AG_SHAPE(2, 3), (const double[]){1, -2, 0.5, 3, 0.25, -1});
@@ -42,7 +50,10 @@ int main(int argc, char **argv)
     ag_tensor_print(b, stdout);
     printf("f = %.17g\n", ag_item(f));
     FILE *dot = fopen(dot_path, "w");
-    if (dot && ag_tape_dot(t, dot) == AG_OK && fclose(dot) == 0)
+    bool written = dot && ag_tape_dot(t, dot) == AG_OK;
+    if (dot && fclose(dot) != 0)
+        written = false;
+    if (written)
         printf("tape (%zu records) written to %s\n", ag_tape_size(t), dot_path);
     else
         fprintf(stderr, "expr: cannot write %s\n", dot_path);
@@ -51,5 +62,5 @@ int main(int argc, char **argv)
     ag_tensor_free(x);
     ag_tensor_free(W);
     ag_tensor_free(b);
-    return 0;
+    return written ? 0 : 1;
 }

@@ -115,8 +115,13 @@ static ag_tensor *cost_of(ag_tape *t, ag_tensor *const *inputs, void *ctx)
     return ag_quadratic_cost(t, nn_mlp_forward(m->net, t, m->x, NULL, 0), m->y);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+    const cli_spec cli = {"handgrad", NULL,
+                          "BP1-BP4 by hand beside the engine's gradients for an 8-6-5-3 sigmoid MLP;\n"
+                          "exits 1 if any relative difference exceeds 1e-12. Takes no arguments.",
+                          NULL, 0, NULL, 0};
+    parse_flags(argc, argv, &cli);
     nn_spec spec = {.n_layers = L, .sizes = sizes, .dtype = AG_F64, .init = NN_INIT_NORMAL, .seed = 7};
     nn_error err = {0};
     nn_mlp *net = NULL;

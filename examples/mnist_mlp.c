@@ -8,42 +8,42 @@
  *
  * Usage: mnist_mlp [MNIST_DIR] [--epochs N] [--batch N] [--lr X] [--seed N]
  *                  [--save PATH] [--digits]   (--digits: the bundled digits even when
- *                  MNIST is there) */
+ *                  MNIST is there; a MNIST_DIR without MNIST is an error; --help
+ *                  lists the flags with their defaults) */
 #include "common.h"
 
+#include <inttypes.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <string.h>
 
 typedef struct {
     const char *mnist_dir, *save_path;
     bool digits;
-    double epochs, batch, lr, seed;
+    uint64_t epochs, batch, seed;
+    double lr;
 } options;
 
 static options parse(int argc, char **argv)
 {
-    options o = {NULL, "mnist_mlp.nnm", false, 10, 128, 1e-3, 1};
-    for (int i = 1; i < argc; i++) {
-        if (flag_number(argc, argv, &i, "--epochs", &o.epochs) ||
-            flag_number(argc, argv, &i, "--batch", &o.batch) ||
-            flag_number(argc, argv, &i, "--lr", &o.lr) ||
-            flag_number(argc, argv, &i, "--seed", &o.seed))
-            continue;
-        if (strcmp(argv[i], "--save") == 0 && i + 1 < argc)
-            o.save_path = argv[++i];
-        else if (strcmp(argv[i], "--digits") == 0)
-            o.digits = true;
-        else if (argv[i][0] != '-')
-            o.mnist_dir = argv[i];
-        else {
-            fprintf(stderr, "usage: %s [MNIST_DIR] [--epochs N] [--batch N] [--lr X] [--seed N] "
-                            "[--save PATH] [--digits]\n", argv[0]);
-            exit(2);
-        }
-    }
-    if (o.epochs < 1 || o.batch < 1 || o.lr <= 0) {
-        fprintf(stderr, "%s: epochs and batch must be >= 1 and lr > 0\n", argv[0]);
+    options o = {NULL, "mnist_mlp.nnm", false, 10, 128, 1, 1e-3};
+    const flag_spec flags[] = {
+        {"--epochs", FLAG_UINT, &o.epochs, 1, 1e6, false, "passes over the training set"},
+        {"--batch", FLAG_UINT, &o.batch, 1, 60000, false, "mini-batch size"},
+        {"--lr", FLAG_REAL, &o.lr, 0, INFINITY, true, "Adam's initial learning rate"},
+        {"--seed", FLAG_UINT, &o.seed, 0, INFINITY, false, "seed of the weights and the shuffles"},
+        {"--save", FLAG_PATH, &o.save_path, 0, 0, false, "where the trained model is saved"},
+        {"--digits", FLAG_BOOL, &o.digits, 0, 0, false, "the bundled digits, even if MNIST is there"},
+    };
+    const cli_spec cli = {"mnist_mlp", " [MNIST_DIR]",
+                          "A 784-256-256-10 ReLU MLP on MNIST (Adam, cosine decay); saves the model,\n"
+                          "reloads it and checks it scores the same. MNIST_DIR holds the four IDX\n"
+                          "files; without it data/mnist and ../shared/data/mnist are tried, then\n"
+                          "the bundled digits.",
+                          flags, sizeof flags / sizeof flags[0], &o.mnist_dir, 1};
+    parse_flags(argc, argv, &cli);
+    if (o.mnist_dir && o.digits) {
+        fprintf(stderr, "mnist_mlp: give MNIST_DIR or --digits, not both\n");
         exit(2);
     }
     return o;
@@ -100,14 +100,16 @@ int main(int argc, char **argv)
     nn_error err = {0};
     nn_dataset train = {0}, test = {0};
     const char *dir = o.digits ? NULL : find_mnist(o.mnist_dir);
+    if (o.mnist_dir && !dir)
+        return fprintf(stderr, "mnist_mlp: no MNIST IDX files in %s\n", o.mnist_dir), 1;
     ag_status s = dir ? load_mnist(dir, AG_F32, 0, &train, &test, &err)
-                      : load_digits(AG_F32, 297, (uint64_t)o.seed, &train, &test, &err);
+                      : load_digits(AG_F32, 297, o.seed, &train, &test, &err);
     if (s != AG_OK)
         return fail("loading data", &err);
     size_t sizes[] = {train.features, 256, 256, 10};
     nn_act acts[] = {NN_RELU, NN_RELU, NN_IDENTITY};
     nn_spec spec = {.n_layers = 3, .sizes = sizes, .acts = acts, .dtype = AG_F32,
-                    .init = NN_INIT_HE, .seed = (uint64_t)o.seed};
+                    .init = NN_INIT_HE, .seed = o.seed};
     nn_optim_config cfg = nn_adam(o.lr);
     trainer tr = {0};
     tr.t = ag_tape_new();
@@ -117,9 +119,9 @@ int main(int argc, char **argv)
         return fprintf(stderr, "mnist_mlp: out of memory\n"), 1;
     if (nn_mlp_new(&spec, &tr.net, &err) ||
         optim_for(tr.net, &cfg, &tr.opt, &err) ||
-        nn_batches_new(train.x, train.labels, tr.bx, tr.by, true, (uint64_t)o.seed, &tr.it, &err))
+        nn_batches_new(train.x, train.labels, tr.bx, tr.by, true, o.seed, &tr.it, &err))
         return fail("setting up", &err);
-    printf("MLP %zu-256-256-10, ReLU, softmax cross-entropy, He init, Adam %g (cosine), batch %g, f32\n"
+    printf("MLP %zu-256-256-10, ReLU, softmax cross-entropy, He init, Adam %g (cosine), batch %" PRIu64 ", f32\n"
            "on %s: %zu training and %zu test images\n", sizes[0], o.lr, o.batch,
            dir ? dir : o.digits ? "the bundled 8x8 digits" : "the bundled 8x8 digits (no MNIST found; see scripts/fetch-mnist.sh)",
            train.n, test.n);
@@ -128,7 +130,7 @@ int main(int argc, char **argv)
     nn_progress_init(&progress, stdout, (size_t)o.epochs);
     nn_lr_schedule cosine = {.kind = NN_LR_COSINE, .t_max = (size_t)o.epochs, .lr_min = 0};
     double acc = 0, total = 0;
-    for (size_t e = 1; e <= (size_t)o.epochs; e++) {
+    for (size_t e = 1; e <= o.epochs; e++) {
         double t0 = now_seconds(), loss;
         nn_optim_set_lr(tr.opt, nn_lr_at(&cosine, o.lr, e - 1));
         if (epoch(&tr, &loss, &err) != AG_OK)
@@ -141,7 +143,7 @@ int main(int argc, char **argv)
         fflush(stdout);
     }
     nn_progress_end(&progress);
-    printf("test accuracy %.2f%% after %g epochs, %.1f s of training\n", 100 * acc, o.epochs, total);
+    printf("test accuracy %.2f%% after %" PRIu64 " epochs, %.1f s of training\n", 100 * acc, o.epochs, total);
     int rc = save_and_reload(&tr, o.save_path, &test, acc);
     nn_batches_free(tr.it);
     nn_optim_free(tr.opt);

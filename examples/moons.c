@@ -4,7 +4,7 @@
  * SVG picture: the plane shaded by the predicted probability, the points
  * coloured by their true class.
  *
- * Usage: moons [OUT.svg] [--seed N] [--noise X] [--steps N] */
+ * Usage: moons [OUT.svg] [--seed N] [--noise X] [--steps N]   (--help: defaults) */
 #include "common.h"
 
 #include <math.h>
@@ -76,25 +76,27 @@ static ag_tensor *predict_grid(nn_mlp *net, ag_tape *t, ag_tensor **grid)
 int main(int argc, char **argv)
 {
     const char *out = "moons.svg";
-    double seed = 5, noise = 0.12, steps = 3000;
-    for (int i = 1; i < argc; i++)
-        if (!flag_number(argc, argv, &i, "--seed", &seed) && !flag_number(argc, argv, &i, "--noise", &noise) &&
-            !flag_number(argc, argv, &i, "--steps", &steps)) {
-            if (argv[i][0] == '-') {
-                fprintf(stderr, "usage: %s [OUT.svg] [--seed N] [--noise X] [--steps N]\n", argv[0]);
-                return 2;
-            }
-            out = argv[i];
-        }
+    uint64_t seed = 5, steps = 3000;
+    double noise = 0.12;
+    const flag_spec flags[] = {
+        {"--seed", FLAG_UINT, &seed, 0, INFINITY, false, "seed of the points and the weights"},
+        {"--noise", FLAG_REAL, &noise, 0, INFINITY, false, "std. deviation of the noise on each coordinate"},
+        {"--steps", FLAG_UINT, &steps, 1, 1e9, false, "full-batch Adam steps"},
+    };
+    const cli_spec cli = {"moons", " [OUT.svg]",
+                          "Separates two noisy half-moons with a 2-16-16-1 tanh MLP and draws the\n"
+                          "decision boundary to OUT.svg (default moons.svg).",
+                          flags, sizeof flags / sizeof flags[0], &out, 1};
+    parse_flags(argc, argv, &cli);
     static double xy[2 * N], label[N];
     ag_rng rng;
-    ag_rng_seed(&rng, (uint64_t)seed);
+    ag_rng_seed(&rng, seed);
     make_moons(&rng, noise, xy, label);
     ag_tensor *x = ag_view(AG_F64, AG_SHAPE(N, 2), xy, NULL), *y = ag_view(AG_F64, AG_SHAPE(N, 1), label, NULL);
     size_t sizes[] = {2, 16, 16, 1};
     nn_act acts[] = {NN_TANH, NN_TANH, NN_SIGMOID};
     nn_spec spec = {.n_layers = 3, .sizes = sizes, .acts = acts, .dtype = AG_F64,
-                    .init = NN_INIT_XAVIER, .seed = (uint64_t)seed};
+                    .init = NN_INIT_XAVIER, .seed = seed};
     nn_optim_config cfg = nn_adam(0.01);
     nn_error err = {0};
     nn_mlp *net = NULL;
@@ -107,7 +109,7 @@ int main(int argc, char **argv)
     }
     printf("two moons: %d points, noise %g; MLP 2-16-16-1 tanh, sigmoid output, BCE, Adam 0.01\n", N, noise);
     double loss = 0, acc = 0;
-    for (size_t step = 1; step <= (size_t)steps; step++) {
+    for (size_t step = 1; step <= steps; step++) {
         if (nn_mlp_train_step(net, t, opt, NN_COST_BCE, x, y, &loss, &err) != AG_OK)
             return fprintf(stderr, "moons: %s\n", err.msg), 1;
         if (step % 500 == 0 || step == 1)

@@ -9,46 +9,44 @@
  *
  * Usage: nielsen [MNIST_DIR] [--epochs N] [--batch N] [--eta X] [--hidden N]
  *                [--seed N] [--f64] [--digits]
- * MNIST_DIR holds the four IDX files (scripts/fetch-mnist.sh fetches them);
- * by default data/mnist and ../shared/data/mnist are tried; --digits uses
- * the bundled digits even when MNIST is there. */
+ * MNIST_DIR holds the four IDX files (scripts/fetch-mnist.sh fetches them;
+ * a MNIST_DIR without them is an error); by default data/mnist and
+ * ../shared/data/mnist are tried; --digits uses the bundled digits even when
+ * MNIST is there. --help lists the flags with their defaults. */
 #include "common.h"
 
+#include <inttypes.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <string.h>
 
 typedef struct {
-    bool digits;
+    bool digits, f64;
     const char *mnist_dir;
-    double epochs, batch, eta, hidden, seed;
-    ag_dtype dtype;
+    uint64_t epochs, batch, hidden, seed;
+    double eta;
 } options;
 
 static options parse(int argc, char **argv)
 {
-    options o = {false, NULL, 30, 10, 3.0, 30, 1, AG_F32};
-    for (int i = 1; i < argc; i++) {
-        if (flag_number(argc, argv, &i, "--epochs", &o.epochs) ||
-            flag_number(argc, argv, &i, "--batch", &o.batch) ||
-            flag_number(argc, argv, &i, "--eta", &o.eta) ||
-            flag_number(argc, argv, &i, "--hidden", &o.hidden) ||
-            flag_number(argc, argv, &i, "--seed", &o.seed))
-            continue;
-        if (strcmp(argv[i], "--f64") == 0)
-            o.dtype = AG_F64;
-        else if (strcmp(argv[i], "--digits") == 0)
-            o.digits = true;
-        else if (argv[i][0] != '-')
-            o.mnist_dir = argv[i];
-        else {
-            fprintf(stderr, "usage: %s [MNIST_DIR] [--epochs N] [--batch N] [--eta X] "
-                            "[--hidden N] [--seed N] [--f64] [--digits]\n", argv[0]);
-            exit(2);
-        }
-    }
-    if (o.epochs < 1 || o.batch < 1 || o.hidden < 1 || o.eta <= 0) {
-        fprintf(stderr, "%s: epochs, batch and hidden must be >= 1 and eta > 0\n", argv[0]);
+    options o = {false, false, NULL, 30, 10, 30, 1, 3.0};
+    const flag_spec flags[] = {
+        {"--epochs", FLAG_UINT, &o.epochs, 1, 1e6, false, "passes over the training set"},
+        {"--batch", FLAG_UINT, &o.batch, 1, 60000, false, "mini-batch size"},
+        {"--eta", FLAG_REAL, &o.eta, 0, INFINITY, true, "SGD's learning rate"},
+        {"--hidden", FLAG_UINT, &o.hidden, 1, 10000, false, "units in the hidden layer"},
+        {"--seed", FLAG_UINT, &o.seed, 0, INFINITY, false, "seed of the weights and the shuffles"},
+        {"--f64", FLAG_BOOL, &o.f64, 0, 0, false, "train in f64 instead of f32"},
+        {"--digits", FLAG_BOOL, &o.digits, 0, 0, false, "the bundled digits, even if MNIST is there"},
+    };
+    const cli_spec cli = {"nielsen", " [MNIST_DIR]",
+                          "Nielsen's network.py on MNIST: 784-30-10 sigmoid, quadratic cost, SGD.\n"
+                          "MNIST_DIR holds the four IDX files (scripts/fetch-mnist.sh); without it\n"
+                          "data/mnist and ../shared/data/mnist are tried, then the bundled digits.",
+                          flags, sizeof flags / sizeof flags[0], &o.mnist_dir, 1};
+    parse_flags(argc, argv, &cli);
+    if (o.mnist_dir && o.digits) {
+        fprintf(stderr, "nielsen: give MNIST_DIR or --digits, not both\n");
         exit(2);
     }
     return o;
@@ -82,40 +80,41 @@ static ag_status train_epoch(nn_mlp *net, ag_tape *t, nn_optim *opt, nn_batches 
 int main(int argc, char **argv)
 {
     options o = parse(argc, argv);
+    ag_dtype dtype = o.f64 ? AG_F64 : AG_F32;
     nn_error err = {0};
     nn_dataset train = {0}, test = {0};
     const char *dir = o.digits ? NULL : find_mnist(o.mnist_dir);
     if (o.mnist_dir && !dir)
-        fprintf(stderr, "nielsen: no MNIST IDX files in %s\n", o.mnist_dir);
-    ag_status s = dir ? load_mnist(dir, o.dtype, 50000, &train, &test, &err)
-                      : load_digits(o.dtype, 297, (uint64_t)o.seed, &train, &test, &err);
+        return fprintf(stderr, "nielsen: no MNIST IDX files in %s\n", o.mnist_dir), 1;
+    ag_status s = dir ? load_mnist(dir, dtype, 50000, &train, &test, &err)
+                      : load_digits(dtype, 297, o.seed, &train, &test, &err);
     if (s != AG_OK)
         return fail("loading data", &err);
     size_t sizes[] = {train.features, (size_t)o.hidden, 10};
-    nn_spec spec = {.n_layers = 2, .sizes = sizes, .acts = NULL, .dtype = o.dtype,
-                    .init = NN_INIT_NORMAL, .seed = (uint64_t)o.seed};
-    printf("Nielsen's network %zu-%zu-10 (sigmoid, quadratic cost, SGD batch %g, eta %g, %s)\n"
+    nn_spec spec = {.n_layers = 2, .sizes = sizes, .acts = NULL, .dtype = dtype,
+                    .init = NN_INIT_NORMAL, .seed = o.seed};
+    printf("Nielsen's network %zu-%zu-10 (sigmoid, quadratic cost, SGD batch %" PRIu64 ", eta %g, %s)\n"
            "on %s: %zu training and %zu test images\n",
-           sizes[0], sizes[1], o.batch, o.eta, ag_dtype_name(o.dtype),
+           sizes[0], sizes[1], o.batch, o.eta, ag_dtype_name(dtype),
            dir ? dir : o.digits ? "the bundled 8x8 digits" : "the bundled 8x8 digits (no MNIST found; see scripts/fetch-mnist.sh)",
            train.n, test.n);
 
     nn_mlp *net = NULL;
     nn_optim *opt = NULL;
     nn_batches *it = NULL;
-    ag_tensor *y = NULL, *bx = ag_zeros(o.dtype, AG_SHAPE((size_t)o.batch, train.features));
-    ag_tensor *by = ag_zeros(o.dtype, AG_SHAPE((size_t)o.batch, 10));
+    ag_tensor *y = NULL, *bx = ag_zeros(dtype, AG_SHAPE((size_t)o.batch, train.features));
+    ag_tensor *by = ag_zeros(dtype, AG_SHAPE((size_t)o.batch, 10));
     ag_tape *t = ag_tape_new();
     nn_optim_config cfg = nn_sgd(o.eta);
     if (!bx || !by || !t)
         return fprintf(stderr, "nielsen: out of memory\n"), 1;
     if (nn_mlp_new(&spec, &net, &err) || nn_one_hot(train.labels, 10, &y, &err) ||
         optim_for(net, &cfg, &opt, &err) ||
-        nn_batches_new(train.x, y, bx, by, true, (uint64_t)o.seed, &it, &err))
+        nn_batches_new(train.x, y, bx, by, true, o.seed, &it, &err))
         return fail("setting up", &err);
 
     double total = 0;
-    for (size_t epoch = 0; epoch < (size_t)o.epochs; epoch++) {
+    for (size_t epoch = 0; epoch < o.epochs; epoch++) {
         double t0 = now_seconds(), cost, acc;
         if (train_epoch(net, t, opt, it, &cost, &err) != AG_OK)
             return fail("training", &err);
@@ -127,7 +126,7 @@ int main(int argc, char **argv)
                (size_t)(acc * (double)test.n + 0.5), test.n, cost, seconds, (double)train.n / seconds);
         fflush(stdout);
     }
-    printf("%g epochs in %.1f s\n", o.epochs, total);
+    printf("%" PRIu64 " epochs in %.1f s\n", o.epochs, total);
     nn_batches_free(it);
     nn_optim_free(opt);
     nn_mlp_free(net);

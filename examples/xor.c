@@ -1,29 +1,40 @@
 /* xor: the smallest problem a network without a hidden layer cannot learn
- * (XOR is not linearly separable), learned by a 2-2-1 network: a tanh
- * hidden layer of two units and a sigmoid output, binary cross-entropy,
+ * (XOR is not linearly separable), learned by a 2-8-1 network: a tanh
+ * hidden layer of eight units and a sigmoid output, binary cross-entropy,
  * Adam, full batch.
  *
- * Usage: xor [--seed N] [--steps N] */
+ * Two hidden units can represent XOR, but from a random start gradient
+ * descent often stalls in a local minimum with them (--hidden 2: half of
+ * the seeds 1-20 end with a point wrong); with eight, every seed from 0 to
+ * 3000 learns it in 2000 steps. Exits 1 unless all 4 points come out right.
+ *
+ * Usage: xor [--seed N] [--steps N] [--hidden N] [--lr X]   (--help: defaults) */
 #include "common.h"
 
+#include <math.h>
 #include <stdio.h>
 
 int main(int argc, char **argv)
 {
-    double seed = 3, steps = 2000;
-    for (int i = 1; i < argc; i++)
-        if (!flag_number(argc, argv, &i, "--seed", &seed) &&
-            !flag_number(argc, argv, &i, "--steps", &steps)) {
-            fprintf(stderr, "usage: %s [--seed N] [--steps N]\n", argv[0]);
-            return 2;
-        }
+    uint64_t seed = 3, steps = 2000, hidden = 8;
+    double lr = 0.05;
+    const flag_spec flags[] = {
+        {"--seed", FLAG_UINT, &seed, 0, INFINITY, false, "seed of the initial weights"},
+        {"--steps", FLAG_UINT, &steps, 1, 1e9, false, "full-batch Adam steps"},
+        {"--hidden", FLAG_UINT, &hidden, 1, 1000, false, "units in the hidden layer"},
+        {"--lr", FLAG_REAL, &lr, 0, 10, true, "Adam's learning rate"},
+    };
+    const cli_spec cli = {"xor", NULL,
+                          "Learns XOR with a 2-N-1 tanh MLP; exits 1 unless all 4 points come out right.",
+                          flags, sizeof flags / sizeof flags[0], NULL, 0};
+    parse_flags(argc, argv, &cli);
     ag_tensor *x = ag_from_data(AG_F64, AG_SHAPE(4, 2), (const double[]){0, 0, 0, 1, 1, 0, 1, 1});
     ag_tensor *y = ag_from_data(AG_F64, AG_SHAPE(4, 1), (const double[]){0, 1, 1, 0});
-    size_t sizes[] = {2, 2, 1};
+    size_t sizes[] = {2, (size_t)hidden, 1};
     nn_act acts[] = {NN_TANH, NN_SIGMOID};
     nn_spec spec = {.n_layers = 2, .sizes = sizes, .acts = acts, .dtype = AG_F64,
-                    .init = NN_INIT_XAVIER, .seed = (uint64_t)seed};
-    nn_optim_config cfg = nn_adam(0.05);
+                    .init = NN_INIT_XAVIER, .seed = seed};
+    nn_optim_config cfg = nn_adam(lr);
     nn_error err = {0};
     nn_mlp *net = NULL;
     nn_optim *opt = NULL;
@@ -33,9 +44,10 @@ int main(int argc, char **argv)
         fprintf(stderr, "xor: %s\n", err.msg[0] ? err.msg : "out of memory");
         return 1;
     }
-    puts("XOR with a 2-2-1 network (tanh hidden layer, sigmoid output, BCE, Adam 0.05)");
+    printf("XOR with a 2-%zu-1 network (tanh hidden layer, sigmoid output, BCE, Adam %g)\n",
+           sizes[1], lr);
     double loss = 0;
-    for (size_t step = 1; step <= (size_t)steps; step++) {
+    for (size_t step = 1; step <= steps; step++) {
         if (nn_mlp_train_step(net, t, opt, NN_COST_BCE, x, y, &loss, &err) != AG_OK) {
             fprintf(stderr, "xor: %s\n", err.msg);
             return 1;
