@@ -9,7 +9,7 @@
 
 struct nn_mlp {
     ag_tensor *mem;     /* owns this struct and the arrays below */
-    ag_tensor *block;   /* [2P]: the P parameter values, then their P grads */
+    ag_tensor *block;   /* [P]: the P parameter values; its grad, their P grads */
     nn_spec spec;       /* sizes and acts point at the arrays below */
     size_t n_params;    /* P */
     size_t *sizes;      /* L + 1 */
@@ -93,18 +93,12 @@ static nn_mlp *alloc_model(size_t L, const char *fn, nn_error *err)
     return net;
 }
 
-/* Wraps the block's slice at element off (and its grad) as a leaf. */
+/* The block's slice at element off, and its grad's, as a leaf that holds
+ * the block: a tape still using a parameter after nn_mlp_free keeps the
+ * memory it points at. */
 static ag_tensor *slice_view(nn_mlp *net, size_t off, const size_t *shape, size_t rank)
 {
-    ag_dtype dt = net->spec.dtype;
-    size_t es = ag_dtype_size(dt);
-    char *data = ag_data(net->block), *grad = data + net->n_params * es;
-    ag_tensor *v = ag_view(dt, shape, rank, data + off * es, grad + off * es);
-    if (v && ag_set_requires_grad(v, true) != AG_OK) {
-        ag_tensor_free(v);
-        v = NULL;
-    }
-    return v;
+    return ag_leaf_view(net->block, off, shape, rank);
 }
 
 static ag_status make_views(nn_mlp *net, const char *fn, nn_error *err)
@@ -149,8 +143,8 @@ static ag_status make_model(const nn_spec *spec, const char *fn, nn_mlp **out, n
     net->spec.leaky_slope = spec->leaky_slope != 0 ? spec->leaky_slope : 0.01;
     net->n_params = P;
     ag_status s = AG_OK;
-    net->block = ag_zeros(spec->dtype, (size_t[]){2 * P}, 1);
-    if (!net->block)
+    net->block = ag_zeros(spec->dtype, &P, 1);
+    if (!net->block || ag_set_requires_grad(net->block, true) != AG_OK)
         s = nn__fail(err, AG_ERR_NOMEM, "%s: out of memory for %zu parameters", fn, P);
     if (s == AG_OK)
         s = make_views(net, fn, err);
@@ -206,8 +200,7 @@ void *nn_mlp_data(const nn_mlp *net) { return net ? ag_data(net->block) : NULL; 
 
 void *nn_mlp_grad(const nn_mlp *net)
 {
-    return net ? (char *)ag_data(net->block) + net->n_params * ag_dtype_size(net->spec.dtype)
-               : NULL;
+    return net ? ag_grad(net->block) : NULL;
 }
 
 const nn_param *nn_mlp_params(const nn_mlp *net, size_t *n)

@@ -9,11 +9,14 @@
 #define NN_HAVE_ISATTY 1
 #endif
 
-/* Copies the tape's error into err and resets the tape. */
+/* Copies the tape's error into err, prefixed with fn unless it names fn
+ * already, and resets the tape. */
 static ag_status tape_fail(ag_tape *t, const char *fn, nn_error *err)
 {
     ag_status s = ag_tape_status(t);
-    nn__fail(err, s, "%s: %s", fn, ag_tape_error(t));
+    const char *msg = ag_tape_error(t);
+    bool named = strncmp(msg, fn, strlen(fn)) == 0;
+    nn__fail(err, s, "%s%s%s", named ? "" : fn, named ? "" : ": ", msg);
     ag_tape_reset(t);
     return s;
 }
@@ -24,8 +27,8 @@ ag_status nn_mlp_train_step(nn_mlp *net, ag_tape *t, nn_optim *opt, nn_cost cost
     const char *fn = "nn_mlp_train_step";
     if (!net || !t || !opt)
         return nn__fail(err, AG_ERR_NULL, "%s: %s is NULL", fn, !net ? "net" : !t ? "t" : "opt");
-    if (ag_tape_status(t) != AG_OK)
-        return tape_fail(t, fn, err);
+    if (ag_tape_status(t) != AG_OK || ag_tape_check_input(t, y, fn, "y") != AG_OK)
+        return tape_fail(t, fn, err); /* y NULL, stale (made before a reset), freed */
     nn__optim_zero_grad(opt, t);
     ag_tensor *c = nn_loss(t, cost, nn_mlp_forward(net, t, x, NULL, 0), y);
     if (!c || ag_backward(t, c) != AG_OK)
@@ -52,7 +55,7 @@ ag_status nn_mlp_accuracy(nn_mlp *net, ag_tape *t, ag_tensor *x, const ag_tensor
     const char *fn = "nn_mlp_accuracy";
     if (!net || !t)
         return nn__fail(err, AG_ERR_NULL, "%s: %s is NULL", fn, !net ? "net" : "t");
-    if (ag_tape_status(t) != AG_OK)
+    if (ag_tape_status(t) != AG_OK || ag_tape_check_input(t, (ag_tensor *)target, fn, "target") != AG_OK)
         return tape_fail(t, fn, err);
     bool was = ag_tape_set_recording(t, false); /* inference: no records, no grads */
     ag_tensor *out = nn_mlp_forward(net, t, x, NULL, 0);
