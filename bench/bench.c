@@ -100,11 +100,9 @@ static void run_mlp(const mlp_workload *w, bool rss)
     nn_optim *opt = NULL;
     nn_batches *it = NULL;
     ag_tape *t = new_tape();
-    size_t n;
     if (!bx || !by || !t || nn_mlp_new(&spec, &net, &err))
         die(w->name, err.msg[0] ? err.msg : "out of memory");
-    const nn_param *params = nn_mlp_params(net, &n);
-    if (nn_optim_new(&cfg, params, n, &opt, &err) ||
+    if (nn_mlp_optim_new(net, &cfg, &opt, &err) ||
         nn_batches_new(x, y, bx, by, true, 7, &it, &err))
         die(w->name, err.msg);
     for (int warm = 0; warm < 2; warm++) { /* a warm-up epoch, then the timed one */

@@ -97,9 +97,3 @@ ag_status load_digits(ag_dtype dt, size_t n_test, uint64_t seed, nn_dataset *tra
     return s;
 }
 
-ag_status optim_for(nn_mlp *net, const nn_optim_config *cfg, nn_optim **out, nn_error *err)
-{
-    size_t n;
-    const nn_param *params = nn_mlp_params(net, &n);
-    return nn_optim_new(cfg, params, n, out, err);
-}

@@ -25,7 +25,5 @@ ag_status load_mnist(const char *dir, ag_dtype dt, size_t n_train, nn_dataset *t
 ag_status load_digits(ag_dtype dt, size_t n_test, uint64_t seed, nn_dataset *train,
                       nn_dataset *test, nn_error *err);
 
-/* An optimizer over every parameter of net (nn_optim_new on nn_mlp_params). */
-ag_status optim_for(nn_mlp *net, const nn_optim_config *cfg, nn_optim **out, nn_error *err);
 
 #endif

@@ -118,7 +118,7 @@ int main(int argc, char **argv)
     if (!tr.t || !tr.bx || !tr.by)
         return fprintf(stderr, "mnist_mlp: out of memory\n"), 1;
     if (nn_mlp_new(&spec, &tr.net, &err) ||
-        optim_for(tr.net, &cfg, &tr.opt, &err) ||
+        nn_mlp_optim_new(tr.net, &cfg, &tr.opt, &err) ||
         nn_batches_new(train.x, train.labels, tr.bx, tr.by, true, o.seed, &tr.it, &err))
         return fail("setting up", &err);
     printf("MLP %zu-256-256-10, ReLU, softmax cross-entropy, He init, Adam %g (cosine), batch %" PRIu64 ", f32\n"

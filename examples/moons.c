@@ -103,7 +103,7 @@ int main(int argc, char **argv)
     nn_optim *opt = NULL;
     ag_tape *t = ag_tape_new();
     if (!x || !y || !t || nn_mlp_new(&spec, &net, &err) ||
-        optim_for(net, &cfg, &opt, &err)) {
+        nn_mlp_optim_new(net, &cfg, &opt, &err)) {
         fprintf(stderr, "moons: %s\n", err.msg[0] ? err.msg : "out of memory");
         return 1;
     }

@@ -109,7 +109,7 @@ int main(int argc, char **argv)
     if (!bx || !by || !t)
         return fprintf(stderr, "nielsen: out of memory\n"), 1;
     if (nn_mlp_new(&spec, &net, &err) || nn_one_hot(train.labels, 10, &y, &err) ||
-        optim_for(net, &cfg, &opt, &err) ||
+        nn_mlp_optim_new(net, &cfg, &opt, &err) ||
         nn_batches_new(train.x, y, bx, by, true, o.seed, &it, &err))
         return fail("setting up", &err);
 
