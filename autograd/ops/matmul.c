@@ -1,27 +1,86 @@
-/* matmul.c: the matrix product, plain and batched.
- *   y[b] = a[b] · w[b]              a: (B,m,k)  w: (B,k,n)  y: (B,m,n)
+/* matmul.c: the matrix product of any rank, as torch.matmul.
+ *   y[b] = a[b] · w[b]              a: (..,m,k)  w: (..,k,n)  y: (..,m,n)
  *   ga[b] += gy[b] · w[b]^T         (BP2's W^T δ)
  *   gw[b] += a[b]^T · gy[b]         (BP4's δ a^T)
- * A rank-2 operand is shared by every batch entry (its stride is 0). */
+ * The batch axes (..) broadcast as numpy's; an operand broadcast along a
+ * batch axis is shared by those entries (its step is 0) and its gradient
+ * sums over them. A 1-D a is a row [1,k], a 1-D w a column [k,1], the
+ * added 1 left out of y. When w has no batch axes (the dense layer: x
+ * [B,m,k] · W [k,n]), a and y are read as [B·m, k] and [B·m, n]: one
+ * product instead of B. */
 #include "../internal.h"
 
 #include <stdio.h>
 
 typedef struct {
     size_t batch, m, k, n;
-    size_t stride_a, stride_b; /* elements between batch entries; 0 = shared */
+    size_t nb;                               /* batch axes left after merging */
+    size_t len[AG_MAX_RANK];                 /* their sizes, outermost first */
+    size_t sa[AG_MAX_RANK], sb[AG_MAX_RANK]; /* elements between entries; 0 = shared */
 } mm_dims;
 
-static mm_dims dims_of(const ag_tensor *a, const ag_tensor *b)
+/* Batch axes of x (none for a vector). */
+static size_t batch_rank(const ag_tensor *x) { return x->rank > 2 ? x->rank - 2 : 0; }
+
+/* Batch axis j from the right of x, 1 past its batch axes. */
+static size_t batch_dim(const ag_tensor *x, size_t j)
 {
-    mm_dims d;
-    d.m = a->shape[a->rank - 2];
-    d.k = a->shape[a->rank - 1];
-    d.n = b->shape[b->rank - 1];
-    d.batch = a->rank == 3 ? a->shape[0] : b->rank == 3 ? b->shape[0] : 1;
-    d.stride_a = a->rank == 3 ? d.m * d.k : 0;
-    d.stride_b = b->rank == 3 ? d.k * d.n : 0;
-    return d;
+    size_t nb = batch_rank(x);
+    return j < nb ? x->shape[nb - 1 - j] : 1;
+}
+
+static void dims_of(mm_dims *d, const ag_tensor *a, const ag_tensor *b)
+{
+    d->m = a->rank == 1 ? 1 : a->shape[a->rank - 2];
+    d->k = a->shape[a->rank - 1];
+    d->n = b->rank == 1 ? 1 : b->shape[b->rank - 1];
+    d->batch = 1;
+    d->nb = 0;
+    size_t ba = batch_rank(a), bb = batch_rank(b);
+    if (bb == 0) { /* b shared by every entry: fold a's batch into its rows */
+        for (size_t j = 0; j < ba; j++)
+            d->m *= a->shape[j];
+        return;
+    }
+    size_t nb = ba > bb ? ba : bb, step_a = d->m * d->k, step_b = d->k * d->n;
+    size_t len[AG_MAX_RANK], sa[AG_MAX_RANK], sb[AG_MAX_RANK], r = 0;
+    for (size_t j = 0; j < nb; j++) { /* from the innermost batch axis out */
+        size_t da = batch_dim(a, j), db = batch_dim(b, j), n = da == 1 ? db : da;
+        size_t ea = da == 1 ? 0 : step_a, eb = db == 1 ? 0 : step_b;
+        step_a *= da;
+        step_b *= db;
+        if (n == 1)
+            continue;
+        d->batch *= n;
+        if (r > 0 && sa[r - 1] * len[r - 1] == ea && sb[r - 1] * len[r - 1] == eb) {
+            len[r - 1] *= n; /* continues the axis inside it in both operands */
+        } else {
+            len[r] = n;
+            sa[r] = ea;
+            sb[r] = eb;
+            r++;
+        }
+    }
+    d->nb = r;
+    for (size_t i = 0; i < r; i++) {
+        d->len[i] = len[r - 1 - i];
+        d->sa[i] = sa[r - 1 - i];
+        d->sb[i] = sb[r - 1 - i];
+    }
+}
+
+/* Moves the operands' offsets to the next batch entry (an odometer). */
+static void next_entry(const mm_dims *d, size_t *idx, size_t *oa, size_t *ob)
+{
+    for (size_t j = d->nb; j-- > 0;) {
+        *oa += d->sa[j];
+        *ob += d->sb[j];
+        if (++idx[j] < d->len[j])
+            return;
+        *oa -= d->sa[j] * d->len[j];
+        *ob -= d->sb[j] * d->len[j];
+        idx[j] = 0;
+    }
 }
 
 /* Reports a shape error naming both operands' shapes. */
@@ -35,59 +94,62 @@ static ag_status matmul_error(ag_tape *t, const ag_tensor *a, const ag_tensor *b
 static ag_status matmul_shape(ag_tape *t, ag_record *r, ag_tensor *out)
 {
     const ag_tensor *a = r->in[0], *b = r->in[1];
-    if (a->rank < 2 || a->rank > 3 || b->rank < 2 || b->rank > 3)
-        return matmul_error(t, a, b, "operands must have rank 2 or 3");
-    size_t ka = a->shape[a->rank - 1], kb = b->shape[b->rank - 2];
-    char why[96];
+    if (a->rank == 0 || b->rank == 0)
+        return matmul_error(t, a, b, "operands must have rank 1 or more");
+    size_t ka = a->shape[a->rank - 1], kb = b->shape[b->rank == 1 ? 0 : b->rank - 2];
+    char why[128];
     if (ka != kb) {
         snprintf(why, sizeof why, "inner dimensions %zu and %zu differ", ka, kb);
         return matmul_error(t, a, b, why);
     }
-    if (a->rank == 3 && b->rank == 3 && a->shape[0] != b->shape[0]) {
-        snprintf(why, sizeof why, "batch sizes %zu and %zu differ", a->shape[0], b->shape[0]);
-        return matmul_error(t, a, b, why);
+    size_t ba = batch_rank(a), bb = batch_rank(b), nb = ba > bb ? ba : bb;
+    for (size_t j = 0; j < nb; j++) {
+        size_t da = batch_dim(a, j), db = batch_dim(b, j);
+        if (da != db && da != 1 && db != 1) {
+            snprintf(why, sizeof why, "batch sizes %zu and %zu do not broadcast (batch axis %zu from the end)",
+                     da, db, j);
+            return matmul_error(t, a, b, why);
+        }
+        out->shape[nb - 1 - j] = da == 1 ? db : da;
     }
-    mm_dims d = dims_of(a, b);
-    out->rank = (a->rank == 3 || b->rank == 3) ? 3 : 2;
-    size_t *s = out->shape + out->rank - 2;
-    if (out->rank == 3)
-        out->shape[0] = d.batch;
-    s[0] = d.m;
-    s[1] = d.n;
+    out->rank = nb;
+    if (a->rank > 1)
+        out->shape[out->rank++] = a->shape[a->rank - 2];
+    if (b->rank > 1)
+        out->shape[out->rank++] = b->shape[b->rank - 1];
     return AG_OK;
-}
-
-/* Element offset of batch entry i of a: 0 for a shared rank-2 operand. */
-static const char *entry(const ag_tensor *x, const void *base, size_t i, size_t stride)
-{
-    return (const char *)base + i * stride * ag_dtype_size(x->dtype);
 }
 
 static ag_status matmul_forward(ag_tape *t, ag_record *r)
 {
     const ag_tensor *a = r->in[0], *b = r->in[1];
-    mm_dims d = dims_of(a, b);
+    mm_dims d;
+    dims_of(&d, a, b);
+    size_t es = AG_DTYPE_SIZE(a->dtype), idx[AG_MAX_RANK] = {0}, oa = 0, ob = 0;
+    const char *A = a->data, *B = b->data;
+    char *Y = r->out->data;
     ag_status s = AG_OK;
-    for (size_t i = 0; i < d.batch && s == AG_OK; i++)
-        s = ag__gemm(t, a->dtype, false, false, d.m, d.n, d.k, entry(a, a->data, i, d.stride_a),
-                     entry(b, b->data, i, d.stride_b), false,
-                     (void *)entry(r->out, r->out->data, i, d.m * d.n));
+    for (size_t i = 0; i < d.batch && s == AG_OK; i++, next_entry(&d, idx, &oa, &ob))
+        s = ag__gemm(t, a->dtype, false, false, d.m, d.n, d.k, A + oa * es, B + ob * es, false,
+                     Y + i * d.m * d.n * es);
     return s;
 }
 
 static ag_status matmul_backward(ag_tape *t, const ag_record *r, const void *gout, void *gin[])
 {
     const ag_tensor *a = r->in[0], *b = r->in[1];
-    mm_dims d = dims_of(a, b);
+    mm_dims d;
+    dims_of(&d, a, b);
+    size_t es = AG_DTYPE_SIZE(a->dtype), idx[AG_MAX_RANK] = {0}, oa = 0, ob = 0;
+    const char *A = a->data, *B = b->data, *GY = gout;
+    char *GA = gin[0], *GB = gin[1];
     ag_status s = AG_OK;
-    for (size_t i = 0; i < d.batch && s == AG_OK; i++) {
-        const void *gy = entry(r->out, gout, i, d.m * d.n);
-        if (gin[0]) /* ga += gy · b^T */
-            s = ag__gemm(t, a->dtype, false, true, d.m, d.k, d.n, gy, entry(b, b->data, i, d.stride_b),
-                         true, (void *)entry(a, gin[0], i, d.stride_a));
-        if (gin[1] && s == AG_OK) /* gb += a^T · gy */
-            s = ag__gemm(t, a->dtype, true, false, d.k, d.n, d.m, entry(a, a->data, i, d.stride_a), gy,
-                         true, (void *)entry(b, gin[1], i, d.stride_b));
+    for (size_t i = 0; i < d.batch && s == AG_OK; i++, next_entry(&d, idx, &oa, &ob)) {
+        const char *gy = GY + i * d.m * d.n * es;
+        if (GA) /* ga += gy · b^T */
+            s = ag__gemm(t, a->dtype, false, true, d.m, d.k, d.n, gy, B + ob * es, true, GA + oa * es);
+        if (GB && s == AG_OK) /* gb += a^T · gy */
+            s = ag__gemm(t, a->dtype, true, false, d.k, d.n, d.m, A + oa * es, gy, true, GB + ob * es);
     }
     return s;
 }

@@ -1,7 +1,8 @@
 /* shape.c: ops that move elements without arithmetic: transpose, reshape,
- * concat, slice, cast, detach. */
+ * concat, slice, cast, detach, permute, expand. */
 #include "../internal.h"
 
+#include <stdio.h>
 #include <string.h>
 
 /* ------------------------------------------------------------ transpose
@@ -249,6 +250,269 @@ static ag_status cast_backward(ag_tape *t, const ag_record *r, const void *gout,
     return AG_OK;
 }
 
+/* ------------------------------------------------------------ permute, expand
+ * Both read x through a step per axis of the result: y[i] = x[Σ_d i_d s_d],
+ * i_d the result's index along axis d. permute's steps are x's strides in
+ * the new order; expand's are 0 along the axes it broadcasts. The
+ * backward adds each gy[i] into gx at the same place, so expand's sums
+ * back over the broadcast axes. */
+
+typedef struct {
+    size_t rank;
+    size_t n[AG_MAX_RANK], s[AG_MAX_RANK];
+} strided;
+
+/* y's axes with their steps in x, size-1 axes dropped and an axis merged
+ * into the one outside it where they continue each other. */
+static void strided_init(strided *w, const ag_tensor *y, const size_t *steps)
+{
+    size_t r = 0;
+    for (size_t d = 0; d < y->rank; d++) {
+        size_t n = y->shape[d];
+        if (n == 1)
+            continue;
+        if (r > 0 && w->s[r - 1] == steps[d] * n) {
+            w->n[r - 1] *= n;
+            w->s[r - 1] = steps[d];
+        } else {
+            w->n[r] = n;
+            w->s[r] = steps[d];
+            r++;
+        }
+    }
+    if (r == 0) { /* one element */
+        w->n[0] = 1;
+        w->s[0] = 0;
+        r = 1;
+    }
+    w->rank = r;
+}
+
+/* Runs body over the results [lo, hi) in runs along the innermost axis:
+ * iy is a run's first result, ix its element of x, cnt its length, sx the
+ * step in x along it. */
+#define STRIDED_FOR(w, lo, hi, ...)                                           \
+    do {                                                                      \
+        size_t idx_[AG_MAX_RANK], last_ = (w)->rank - 1, rest_ = (lo), ix = 0; \
+        for (size_t d_ = (w)->rank; d_-- > 0;) {                              \
+            idx_[d_] = rest_ % (w)->n[d_];                                    \
+            rest_ /= (w)->n[d_];                                              \
+            ix += idx_[d_] * (w)->s[d_];                                      \
+        }                                                                     \
+        const size_t sx = (w)->s[last_];                                      \
+        for (size_t iy = (lo); iy < (hi);) {                                  \
+            size_t cnt = (w)->n[last_] - idx_[last_];                         \
+            if (cnt > (hi) - iy)                                              \
+                cnt = (hi) - iy;                                              \
+            __VA_ARGS__                                                       \
+            iy += cnt;                                                        \
+            ix += cnt * sx;                                                   \
+            idx_[last_] += cnt;                                               \
+            for (size_t d_ = last_; d_ > 0 && idx_[d_] == (w)->n[d_]; d_--) { \
+                ix -= (w)->n[d_] * (w)->s[d_];                                \
+                idx_[d_] = 0;                                                 \
+                ix += (w)->s[d_ - 1];                                         \
+                idx_[d_ - 1]++;                                               \
+            }                                                                 \
+        }                                                                     \
+    } while (0)
+
+typedef struct {
+    strided w;
+    ag_dtype dt;
+    const void *src; /* forward: x; backward: gy */
+    void *dst;       /* forward: y; backward: gx */
+} strided_job;
+
+static void strided_gather(void *ctx, size_t lo, size_t hi) /* y[i] = x[at(i)] */
+{
+    const strided_job *j = ctx;
+    AG_DISPATCH(j->dt, T, {
+        const T *x = j->src;
+        T *y = j->dst;
+        STRIDED_FOR(&j->w, lo, hi, {
+            for (size_t k = 0; k < cnt; k++)
+                y[iy + k] = x[ix + k * sx];
+        });
+    });
+}
+
+static void strided_scatter_add(void *ctx, size_t lo, size_t hi) /* gx[at(i)] += gy[i] */
+{
+    const strided_job *j = ctx;
+    AG_DISPATCH(j->dt, T, {
+        const T *gy = j->src;
+        T *gx = j->dst;
+        STRIDED_FOR(&j->w, lo, hi, {
+            for (size_t k = 0; k < cnt; k++)
+                gx[ix + k * sx] += gy[iy + k];
+        });
+    });
+}
+
+/* Row-major strides of x, in elements. */
+static void strides_of(const ag_tensor *x, size_t *st)
+{
+    size_t s = 1;
+    for (size_t d = x->rank; d-- > 0;) {
+        st[d] = s;
+        s *= x->shape[d];
+    }
+}
+
+/* Normalises the permutation of r's attributes into perm (x's axis for
+ * each axis of the result); false when it is not one. */
+static bool perm_of(const ag_record *r, size_t *perm)
+{
+    size_t rank = r->in[0]->rank;
+    if (r->attr.rank != rank || (rank && !r->attr.axes))
+        return false;
+    bool seen[AG_MAX_RANK] = {false};
+    for (size_t d = 0; d < rank; d++) {
+        long a = r->attr.axes[d];
+        if (a < 0)
+            a += (long)rank;
+        if (a < 0 || a >= (long)rank || seen[a])
+            return false;
+        seen[a] = true;
+        perm[d] = (size_t)a;
+    }
+    return true;
+}
+
+static ag_status permute_shape(ag_tape *t, ag_record *r, ag_tensor *out)
+{
+    const ag_tensor *x = r->in[0];
+    size_t perm[AG_MAX_RANK];
+    char s[AG_SHAPE_BUF];
+    if (r->attr.rank && !r->attr.axes)
+        return ag__error(t, AG_ERR_NULL, "ag_permute: %s: axes is NULL (%zu of them)",
+                         ag__shape_str(x, s, sizeof s), r->attr.rank);
+    if (!perm_of(r, perm)) {
+        char p[AG_SHAPE_BUF] = "(";
+        size_t used = 1, n = r->attr.rank <= AG_MAX_RANK ? r->attr.rank : AG_MAX_RANK;
+        for (size_t d = 0; d < n && used < sizeof p; d++) {
+            int k = snprintf(p + used, sizeof p - used, d ? ",%d" : "%d", r->attr.axes[d]);
+            used += k > 0 ? (size_t)k : 0;
+        }
+        if (used < sizeof p)
+            snprintf(p + used, sizeof p - used, "%s)", n < r->attr.rank ? ",..." : "");
+        return ag__error(t, AG_ERR_VALUE, "ag_permute: %s: %s is not a permutation of its %zu axes",
+                         ag__shape_str(x, s, sizeof s), p, x->rank);
+    }
+    out->rank = x->rank;
+    for (size_t d = 0; d < x->rank; d++)
+        out->shape[d] = x->shape[perm[d]];
+    return AG_OK;
+}
+
+/* The job reading x (or writing gx) through the permutation perm. */
+static void permute_job(strided_job *j, const ag_record *r, const size_t *perm)
+{
+    size_t st[AG_MAX_RANK], steps[AG_MAX_RANK];
+    strides_of(r->in[0], st);
+    for (size_t d = 0; d < r->out->rank; d++)
+        steps[d] = st[perm[d]];
+    strided_init(&j->w, r->out, steps);
+    j->dt = r->out->dtype;
+}
+
+static ag_status permute_forward(ag_tape *t, ag_record *r)
+{
+    size_t *perm = ag__arena_alloc(t, r->out->rank * sizeof *perm);
+    if (!perm)
+        return ag_tape_status(t);
+    perm_of(r, perm); /* checked by the shape rule */
+    r->saved = perm;  /* the caller's axes need not outlive the call */
+    r->attr.axes = NULL;
+    strided_job j;
+    permute_job(&j, r, perm);
+    j.src = r->in[0]->data;
+    j.dst = r->out->data;
+    ag__parallel_range(t, r->out->numel, r->out->numel, strided_gather, &j);
+    return AG_OK;
+}
+
+static ag_status permute_backward(ag_tape *t, const ag_record *r, const void *gout, void *gin[])
+{
+    strided_job j;
+    permute_job(&j, r, r->saved);
+    j.src = gout;
+    j.dst = gin[0];
+    /* a permutation: each gx element is written by one chunk */
+    ag__parallel_range(t, r->out->numel, r->out->numel, strided_scatter_add, &j);
+    return AG_OK;
+}
+
+static ag_status expand_shape(ag_tape *t, ag_record *r, ag_tensor *out)
+{
+    const ag_tensor *x = r->in[0];
+    size_t rank = r->attr.rank;
+    char s[AG_SHAPE_BUF];
+    if (rank > AG_MAX_RANK || (rank > 0 && !r->attr.shape))
+        return ag__error(t, rank > AG_MAX_RANK ? AG_ERR_VALUE : AG_ERR_NULL,
+                         "ag_expand: %s: target rank %zu %s", ag__shape_str(x, s, sizeof s), rank,
+                         rank > AG_MAX_RANK ? "exceeds AG_MAX_RANK" : "with a NULL shape");
+    ag_tensor target = {.rank = rank};
+    if (rank)
+        memcpy(target.shape, r->attr.shape, rank * sizeof *target.shape);
+    bool fits = rank >= x->rank;
+    size_t bad = 0;
+    for (size_t k = 0; fits && k < x->rank; k++) { /* k-th axis from the end */
+        size_t xd = x->shape[x->rank - 1 - k], td = target.shape[rank - 1 - k];
+        fits = xd == td || xd == 1;
+        bad = rank - 1 - k;
+    }
+    if (!fits) {
+        char ts[AG_SHAPE_BUF], why[64] = "";
+        if (rank >= x->rank)
+            snprintf(why, sizeof why, " (axis %zu: %zu vs %zu)", bad,
+                     x->shape[bad + x->rank - rank], target.shape[bad]);
+        else
+            snprintf(why, sizeof why, " (rank %zu is below %zu)", rank, x->rank);
+        return ag__error(t, AG_ERR_SHAPE, "ag_expand: %s does not broadcast to %s%s",
+                         ag__shape_str(x, s, sizeof s), ag__shape_str(&target, ts, sizeof ts), why);
+    }
+    out->rank = rank;
+    memcpy(out->shape, target.shape, sizeof out->shape);
+    r->attr.shape = NULL; /* the caller's array need not outlive the call */
+    return AG_OK;
+}
+
+/* The job reading x (or adding into gx) broadcast to the result's shape. */
+static void expand_job(strided_job *j, const ag_record *r)
+{
+    const ag_tensor *x = r->in[0], *y = r->out;
+    size_t st[AG_MAX_RANK], steps[AG_MAX_RANK], lead = y->rank - x->rank;
+    strides_of(x, st);
+    for (size_t d = 0; d < y->rank; d++)
+        steps[d] = d < lead || x->shape[d - lead] == 1 ? 0 : st[d - lead];
+    strided_init(&j->w, y, steps);
+    j->dt = y->dtype;
+}
+
+static ag_status expand_forward(ag_tape *t, ag_record *r)
+{
+    strided_job j;
+    expand_job(&j, r);
+    j.src = r->in[0]->data;
+    j.dst = r->out->data;
+    ag__parallel_range(t, r->out->numel, r->out->numel, strided_gather, &j);
+    return AG_OK;
+}
+
+static ag_status expand_backward(ag_tape *t, const ag_record *r, const void *gout, void *gin[])
+{
+    (void)t;
+    strided_job j;
+    expand_job(&j, r);
+    j.src = gout;
+    j.dst = gin[0];
+    /* several results add into one gx element: one thread, one order */
+    strided_scatter_add(&j, 0, r->out->numel);
+    return AG_OK;
+}
+
 const ag_op_def ag__op_transpose = {.name = "transpose", .arity = 1, .shape = transpose_shape,
                                     .forward = transpose_forward, .backward = transpose_backward};
 const ag_op_def ag__op_reshape = {.name = "reshape", .arity = 1, .view = true, .shape = reshape_shape,
@@ -259,6 +523,10 @@ const ag_op_def ag__op_slice = {.name = "slice", .arity = 1, .shape = slice_shap
                                 .forward = slice_forward, .backward = slice_backward};
 const ag_op_def ag__op_cast = {.name = "cast", .arity = 1, .shape = cast_shape,
                                .forward = cast_forward, .backward = cast_backward};
+const ag_op_def ag__op_permute = {.name = "permute", .arity = 1, .shape = permute_shape,
+                                  .forward = permute_forward, .backward = permute_backward};
+const ag_op_def ag__op_expand = {.name = "expand", .arity = 1, .shape = expand_shape,
+                                 .forward = expand_forward, .backward = expand_backward};
 /* detach shares its input's data like reshape, and no gradient passes */
 const ag_op_def ag__op_detach = {.name = "detach", .arity = 1, .view = true, .no_grad = true,
                                  .shape = ag__shape_same, .forward = reshape_forward,
@@ -294,4 +562,14 @@ ag_tensor *ag_cast(ag_tape *t, ag_tensor *x, ag_dtype dt)
 ag_tensor *ag_detach(ag_tape *t, ag_tensor *x)
 {
     return ag__apply(t, &ag__op_detach, x, NULL, NULL);
+}
+
+ag_tensor *ag_permute(ag_tape *t, ag_tensor *x, const int *axes, size_t n)
+{
+    return ag__apply(t, &ag__op_permute, x, NULL, &(ag_attr){.axes = axes, .rank = n});
+}
+
+ag_tensor *ag_expand(ag_tape *t, ag_tensor *x, const size_t *shape, size_t rank)
+{
+    return ag__apply(t, &ag__op_expand, x, NULL, &(ag_attr){.shape = shape, .rank = rank});
 }
