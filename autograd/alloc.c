@@ -42,3 +42,6 @@ void ag__free(void *p, size_t n)
     if (p)
         alloc_fn(alloc_ud, p, n, 0);
 }
+
+void *ag_alloc(size_t n) { return ag__alloc(n); }
+void ag_free(void *p, size_t n) { ag__free(p, n); }

@@ -228,26 +228,6 @@ void ag_tape_set_threads(ag_tape *t, size_t n);
  * once started (1 if it could not start), before that the count it will
  * start with. */
 size_t ag_tape_threads(const ag_tape *t);
-/* Calls fn(ctx, lo, hi) on chunks that together cover [0, n) once: spread
- * over t's threads when n is 16k or more, else one call fn(ctx, 0, n) on the
- * calling thread (also when t is NULL). For layers built on the engine
- * (nn's optimizer step uses it); fn must write only its own chunk's outputs,
- * so that the result does not depend on the threads. */
-typedef void (*ag_range_fn)(void *ctx, size_t lo, size_t hi);
-void ag_parallel_for(ag_tape *t, size_t n, ag_range_fn fn, void *ctx);
-/* Puts t in error with status s (not AG_OK) and a printf-style message,
- * unless it holds an error already (the first wins): for layers built on
- * the engine that check their own arguments. Returns the tape's status. */
-ag_status ag_tape_fail(ag_tape *t, ag_status s, const char *fmt, ...)
-#if defined(__GNUC__)
-    __attribute__((format(printf, 3, 4)))
-#endif
-    ;
-/* Checks a tensor before a layer built on the engine uses it on t, as every
- * op checks its inputs: x NULL, made on another tape, a stale handle (made
- * before t's last reset) or a freed leaf puts t in error with "FN: ARG is
- * ..." (AG_ERR_NULL or AG_ERR_STATE). Returns the tape's status. */
-ag_status ag_tape_check_input(ag_tape *t, ag_tensor *x, const char *fn, const char *arg);
 /* Number of records on the tape. */
 size_t ag_tape_size(const ag_tape *t);
 
@@ -268,6 +248,36 @@ void ag_retain_grad(ag_tensor *x);
 /* Writes the recorded graph as Graphviz DOT: one node per tensor (name or
  * op, shape, dtype; double border if it holds a grad), one edge per input. */
 ag_status ag_tape_dot(const ag_tape *t, FILE *out);
+
+/* ------------------------------------- for layers built on the engine
+ * (nn uses these): checking arguments and raising errors the engine's way,
+ * memory through the allocator hook, and the tape's threads. */
+
+/* Allocates n bytes through the allocator hook (ag_set_allocator); NULL on
+ * failure or n == 0. Free with ag_free, giving the same n. */
+void *ag_alloc(size_t n);
+/* Frees p (from ag_alloc, n bytes) through the hook. NULL is a no-op. */
+void ag_free(void *p, size_t n);
+/* Calls fn(ctx, lo, hi) on chunks that together cover [0, n) once: spread
+ * over t's threads when n is 16k or more, else one call fn(ctx, 0, n) on the
+ * calling thread (also when t is NULL). For layers built on the engine
+ * (nn's optimizer step uses it); fn must write only its own chunk's outputs,
+ * so that the result does not depend on the threads. */
+typedef void (*ag_range_fn)(void *ctx, size_t lo, size_t hi);
+void ag_parallel_for(ag_tape *t, size_t n, ag_range_fn fn, void *ctx);
+/* Puts t in error with status s (not AG_OK) and a printf-style message,
+ * unless it holds an error already (the first wins): for layers built on
+ * the engine that check their own arguments. Returns the tape's status. */
+ag_status ag_tape_fail(ag_tape *t, ag_status s, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 3, 4)))
+#endif
+    ;
+/* Checks a tensor before a layer built on the engine uses it on t, as every
+ * op checks its inputs: x NULL, made on another tape, a stale handle (made
+ * before t's last reset) or a freed leaf puts t in error with "FN: ARG is
+ * ..." (AG_ERR_NULL or AG_ERR_STATE). Returns the tape's status. */
+ag_status ag_tape_check_input(ag_tape *t, ag_tensor *x, const char *fn, const char *arg);
 
 /* ------------------------------------------------------------------- ops
  * Each returns a tensor owned by the tape, or NULL with the tape's status

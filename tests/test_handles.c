@@ -507,3 +507,20 @@ Test(handles_nomem, dot_escapes_names_and_numbers_nodes_in_order)
     free(a);
     free(b);
 }
+
+/* ------------------------------------------------- the allocator for layers */
+
+Test(handles, ag_alloc_goes_through_the_hook)
+{
+    size_t before = ta.allocs;
+    void *p = ag_alloc(100);
+    cr_assert_not_null(p);
+    cr_assert_eq(ta.allocs, before + 1);
+    cr_assert_eq(ta.live_bytes, 100);
+    ag_free(p, 100);
+    ag_free(NULL, 0);
+    cr_assert_null(ag_alloc(0));
+    ta.fail_at = ta.attempts + 1;
+    cr_assert_null(ag_alloc(8));
+    assert_all_freed();
+}
