@@ -357,7 +357,7 @@ Test(handles_nomem, backward_failure_names_the_op)
 static ag_tensor *bad_fn(ag_tape *t, ag_tensor *const *in, void *ctx)
 {
     (void)ctx;
-    return ag_matmul(t, in[0], in[0]); /* [3] · [3]: not matrices */
+    return ag_reshape(t, in[0], AG_SHAPE(2)); /* [3] has 3 elements */
 }
 
 static ag_tensor *sum_fn(ag_tape *t, ag_tensor *const *in, void *ctx)
@@ -371,7 +371,7 @@ Test(handles, gradcheck_keeps_the_reason)
     ag_tensor *x = ag_full(AG_F64, AG_SHAPE(3), 1);
     ag_gradcheck_report rep;
     cr_assert_eq(ag_gradcheck(bad_fn, NULL, 1, &x, 0, 1e-6, 1e-6, &rep), AG_ERR_SHAPE);
-    cr_assert(strstr(rep.message, "ag_gradcheck: fn failed: ag_matmul:"), "%s", rep.message);
+    cr_assert(strstr(rep.message, "ag_gradcheck: fn failed: ag_reshape: [3] has 3 elements, [2] does not"), "%s", rep.message);
     cr_assert_not(rep.passed);
     ag_tensor *f = ag_full(AG_F32, AG_SHAPE(3), 1);
     cr_assert_eq(ag_gradcheck(sum_fn, NULL, 1, &f, 0, 1e-6, 1e-6, &rep), AG_ERR_DTYPE);
