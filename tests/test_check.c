@@ -48,7 +48,7 @@ static ag_tensor *planted_fn(ag_tape *t, ag_tensor *const *x, void *ctx)
 static ag_tensor *shape_error_fn(ag_tape *t, ag_tensor *const *x, void *ctx)
 {
     (void)ctx;
-    return ag_matmul(t, x[0], x[0]);
+    return ag_matmul(t, x[0], ag_sum(t, x[0])); /* a rank-0 operand */
 }
 
 static ag_tensor *null_fn(ag_tape *t, ag_tensor *const *x, void *ctx)

@@ -303,8 +303,9 @@ Test(errors, matmul_inner_dimension_message)
 
 Test(errors, matmul_rank_and_batch_mismatches)
 {
-    expect_shape_error(w_matmul, AG_SHAPE(4), AG_SHAPE(4, 2), AG_ERR_SHAPE, "ag_matmul", "rank");
-    expect_shape_error(w_matmul, AG_SHAPE(1, 2, 3, 4), AG_SHAPE(4, 2), AG_ERR_SHAPE, "ag_matmul", "rank");
+    expect_shape_error(w_matmul, AG_SHAPE(4), AG_SHAPE(3, 2), AG_ERR_SHAPE, "ag_matmul", "inner");
+    expect_shape_error(w_matmul, AG_SHAPE(2, 1, 3, 4), AG_SHAPE(5, 2, 4, 1), AG_ERR_SHAPE, "ag_matmul", "batch");
+    expect_shape_error(w_matmul, NULL, 0, AG_SHAPE(3), AG_ERR_SHAPE, "ag_matmul", "rank");
     expect_shape_error(w_matmul, AG_SHAPE(2, 3, 4), AG_SHAPE(3, 4, 5), AG_ERR_SHAPE, "ag_matmul", "batch");
     expect_shape_error(w_matmul, AG_SHAPE(2, 3, 4), AG_SHAPE(2, 5, 5), AG_ERR_SHAPE, "inner", NULL);
     assert_all_freed();
