@@ -1,5 +1,6 @@
-/* load.c: data set loaders: CSV (with or without sklearn's header line)
- * and IDX (MNIST). Both check everything before handing out a data set. */
+/* load.c: data set loaders: CSV (class labels or real targets; with
+ * sklearn's header line, a line of column names, or none) and IDX (MNIST).
+ * Both check everything before handing out a data set. */
 #include "nn_internal.h"
 
 #include <errno.h>
@@ -7,8 +8,16 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define FIELD_MAX 64          /* longest number text accepted in a CSV field */
-#define LABEL_LIMIT 16777216  /* 2^24: every label is exact in f32 */
+#define FIELD_MAX 64 /* longest number text accepted in a CSV field */
+
+/* Labels are class indices stored in the data set's dtype, so each must be
+ * an integer that dtype holds exactly: below 2^24 in f32, 2^53 in f64 (and
+ * below SIZE_MAX, where size_t is narrower). */
+static double label_limit(ag_dtype dt)
+{
+    double limit = dt == AG_F32 ? 16777216.0 : 9007199254740992.0;
+    return limit < (double)SIZE_MAX ? limit : (double)SIZE_MAX;
+}
 
 void nn_dataset_free(nn_dataset *d)
 {
@@ -22,6 +31,7 @@ void nn_dataset_free(nn_dataset *d)
 /* ---------------------------------------------------------------- CSV */
 
 typedef struct {
+    const char *fn;      /* the public function, for messages */
     const char *path;
     const char *p, *end; /* the unread text */
     size_t line;         /* number of the line last returned, 1-based */
@@ -77,6 +87,16 @@ static size_t take_field(const char **s, const char *e, char *buf, size_t cap)
     return n;
 }
 
+/* Whether strtod reads the whole field, finite or not ("nan", "1e999"). */
+static bool is_numeric(const char *buf, size_t len)
+{
+    if (len == 0 || len >= FIELD_MAX)
+        return false;
+    char *end;
+    strtod(buf, &end);
+    return end == buf + len;
+}
+
 /* A whole field as a finite number ("nan", "inf" and "" are not). */
 static bool parse_number(const char *buf, size_t len, double *v)
 {
@@ -101,14 +121,21 @@ static bool parse_count(const char *buf, size_t len, size_t *v)
     return true;
 }
 
+typedef enum {
+    HEAD_NONE,    /* the first line is data */
+    HEAD_SKLEARN, /* "rows,features,class names..." */
+    HEAD_NAMES    /* column names: "sepal_length,...,species" */
+} csv_head_kind;
+
 typedef struct {
-    bool present;
-    size_t rows, features, classes;
+    csv_head_kind kind;
+    size_t rows, features, classes; /* HEAD_SKLEARN */
+    size_t names;                   /* HEAD_NAMES: the number of names */
 } csv_header;
 
 /* sklearn's "rows,features,name,...": two counts, then names that are not
- * numbers; any other first line is data. */
-static bool read_header(const csv_text *c, csv_header *h)
+ * numbers. */
+static bool read_sklearn_header(const csv_text *c, csv_header *h)
 {
     const char *s = c->ls;
     char buf[FIELD_MAX];
@@ -122,22 +149,41 @@ static bool read_header(const csv_text *c, csv_header *h)
     if (!parse_count(buf, len, &h->features))
         return false;
     for (size_t i = 2; i < n; i++) {
-        double v;
         len = take_field(&s, c->le, buf, sizeof buf);
-        if (len == 0 || parse_number(buf, len, &v))
+        if (len == 0 || is_numeric(buf, len))
             return false;
     }
     h->classes = n - 2;
-    h->present = true;
+    h->kind = HEAD_SKLEARN;
     return true;
 }
 
-/* First pass: the header, the field count and the row count. */
-static ag_status csv_shape(csv_text *c, csv_header *h, size_t *fields, size_t *rows, nn_error *err)
+/* A line of column names: no field empty, none a number. A line with some
+ * numbers is data (and its other fields errors that name them). */
+static bool read_names_header(const csv_text *c, csv_header *h)
 {
-    const char *fn = "nn_csv_load", *path = c->path;
+    const char *s = c->ls;
+    char buf[FIELD_MAX];
+    size_t n = count_fields(c->ls, c->le);
+    for (size_t i = 0; i < n; i++) {
+        size_t len = take_field(&s, c->le, buf, sizeof buf);
+        if (len == 0 || is_numeric(buf, len))
+            return false;
+    }
+    h->names = n;
+    h->kind = HEAD_NAMES;
+    return true;
+}
+
+/* First pass: the header, the field count and the row count. targets is 0
+ * for a class label, else the number of real target columns. */
+static ag_status csv_shape(csv_text *c, csv_header *h, size_t targets, size_t *fields,
+                           size_t *rows, nn_error *err)
+{
+    const char *fn = c->fn, *path = c->path;
+    size_t last = targets ? targets : 1; /* columns after the features */
     *rows = *fields = 0;
-    if (next_line(c) && !read_header(c, h)) {
+    if (next_line(c) && !read_sklearn_header(c, h) && !read_names_header(c, h)) {
         c->p = c->ls; /* the first line is data: read it again */
         c->line--;
     }
@@ -153,60 +199,88 @@ static ag_status csv_shape(csv_text *c, csv_header *h, size_t *fields, size_t *r
         }
         ++*rows;
     }
-    if (h->present && h->rows != *rows)
+    if (h->kind == HEAD_SKLEARN && h->rows != *rows)
         return nn__fail(err, AG_ERR_FORMAT, "%s: %s: the header says %zu rows, the file has %zu",
                         fn, path, h->rows, *rows);
     if (*rows == 0)
         return nn__fail(err, AG_ERR_FORMAT, "%s: %s has no data rows", fn, path);
-    if (*fields < 2)
+    if (h->kind == HEAD_NAMES && h->names != *fields)
+        return nn__fail(err, AG_ERR_FORMAT, "%s: %s: the header line names %zu columns, but "
+                        "line %zu has %zu fields", fn, path, h->names, first, *fields);
+    if (*fields <= last && !targets)
         return nn__fail(err, AG_ERR_FORMAT, "%s: %s line %zu: need features and a label, found "
                         "one field", fn, path, first);
-    if (h->present && h->features + 1 != *fields)
+    if (*fields <= last)
+        return nn__fail(err, AG_ERR_FORMAT, "%s: %s line %zu: need features and %zu targets, "
+                        "found %zu fields", fn, path, first, targets, *fields);
+    if (h->kind == HEAD_SKLEARN && h->features + last != *fields)
         return nn__fail(err, AG_ERR_FORMAT, "%s: %s: the header says %zu features, but rows "
-                        "have %zu fields (features + label)", fn, path, h->features, *fields);
+                        "have %zu fields (features + %s)", fn, path, h->features, *fields,
+                        targets ? "targets" : "label");
+    return AG_OK;
+}
+
+/* Stores field j (0-based) of row r, value v read from buf: a feature, a
+ * real target, or a class label checked against the limit. */
+static ag_status csv_store(const csv_text *c, const csv_header *h, nn_dataset *d, size_t targets,
+                           size_t r, size_t j, double v, const char *buf, nn_error *err)
+{
+    ag_dtype dt = ag_tensor_dtype(d->x);
+    if (j < d->features) {
+        nn__set(dt, ag_data(d->x), r * d->features + j, v);
+        return AG_OK;
+    }
+    if (targets) {
+        nn__set(dt, ag_data(d->labels), r * targets + (j - d->features), v);
+        return AG_OK;
+    }
+    bool sk = h->kind == HEAD_SKLEARN;
+    double limit = sk ? (double)h->classes : label_limit(dt);
+    if (v < 0 || v != floor(v) || (sk && v >= limit))
+        return nn__fail(err, AG_ERR_FORMAT, "%s: %s line %zu: label '%s' is not a class index "
+                        "(an integer in [0, %.0f))", c->fn, c->path, c->line, buf, limit);
+    if (v >= limit)
+        return nn__fail(err, AG_ERR_FORMAT, "%s: %s line %zu: label '%s' is too large: %s holds "
+                        "class indices exactly only below %.0f%s", c->fn, c->path, c->line, buf,
+                        ag_dtype_name(dt), limit, dt == AG_F32 ? " (2^24; f64 allows 2^53)" : "");
+    nn__set(dt, ag_data(d->labels), r, v);
     return AG_OK;
 }
 
 /* Second pass: the numbers, into d (already allocated). */
-static ag_status csv_values(csv_text *c, const csv_header *h, nn_dataset *d, nn_error *err)
+static ag_status csv_values(csv_text *c, const csv_header *h, size_t targets, nn_dataset *d,
+                            nn_error *err)
 {
     ag_dtype dt = ag_tensor_dtype(d->x);
-    void *x = ag_data(d->x), *lab = ag_data(d->labels);
+    size_t fields = d->features + (targets ? targets : 1);
     char buf[FIELD_MAX];
     double v, max_label = 0;
     for (size_t r = 0; r < d->n && next_line(c); r++) {
         const char *s = c->ls;
-        for (size_t j = 0; j <= d->features; j++) {
+        for (size_t j = 0; j < fields; j++) {
             size_t len = take_field(&s, c->le, buf, sizeof buf);
             if (!parse_number(buf, len, &v))
-                return nn__fail(err, AG_ERR_FORMAT, "nn_csv_load: %s line %zu, field %zu: '%s%s' "
-                                "is not a finite number", c->path, c->line, j + 1, buf,
+                return nn__fail(err, AG_ERR_FORMAT, "%s: %s line %zu, field %zu: '%s%s' is not "
+                                "a finite number", c->fn, c->path, c->line, j + 1, buf,
                                 len >= sizeof buf ? "..." : "");
             if (dt == AG_F32 && !isfinite((float)v)) /* e.g. 1e39: finite, but not in f32 */
-                return nn__fail(err, AG_ERR_FORMAT, "nn_csv_load: %s line %zu, field %zu: '%s' "
-                                "is out of the range of f32", c->path, c->line, j + 1, buf);
-            if (j < d->features) {
-                nn__set(dt, x, r * d->features + j, v);
-                continue;
-            }
-            size_t limit = h->present ? h->classes : LABEL_LIMIT;
-            if (v < 0 || v != floor(v) || v >= (double)limit)
-                return nn__fail(err, AG_ERR_FORMAT, "nn_csv_load: %s line %zu: label '%s' is "
-                                "not a class index (an integer in [0, %zu))", c->path, c->line,
-                                buf, limit);
-            nn__set(dt, lab, r, v);
-            max_label = v > max_label ? v : max_label;
+                return nn__fail(err, AG_ERR_FORMAT, "%s: %s line %zu, field %zu: '%s' is out of "
+                                "the range of f32", c->fn, c->path, c->line, j + 1, buf);
+            ag_status s2 = csv_store(c, h, d, targets, r, j, v, buf, err);
+            if (s2 != AG_OK)
+                return s2;
+            if (!targets && j == d->features)
+                max_label = v > max_label ? v : max_label;
         }
     }
-    d->classes = h->present ? h->classes : (size_t)max_label + 1;
+    d->classes = targets ? 0 : h->kind == HEAD_SKLEARN ? h->classes : (size_t)max_label + 1;
     return AG_OK;
 }
 
 /* The whole file as text in engine memory (freed with *owner). */
-static ag_status slurp(const char *path, ag_tensor **owner, const char **text, size_t *len,
-                       nn_error *err)
+static ag_status slurp(const char *fn, const char *path, ag_tensor **owner, const char **text,
+                       size_t *len, nn_error *err)
 {
-    const char *fn = "nn_csv_load";
     FILE *f;
     ag_status s = nn__open_sized(fn, path, &f, len, err);
     if (s != AG_OK)
@@ -226,38 +300,44 @@ static ag_status slurp(const char *path, ag_tensor **owner, const char **text, s
         *owner = NULL;
     }
     *text = buf;
+    if (s == AG_OK && *len >= 3 && memcmp(buf, "\xEF\xBB\xBF", 3) == 0) { /* UTF-8 BOM */
+        *text += 3;
+        *len -= 3;
+    }
     return s;
 }
 
-ag_status nn_csv_load(const char *path, ag_dtype dt, nn_dataset *out, nn_error *err)
+/* nn_csv_load (targets 0) and nn_csv_load_regression (targets >= 1). */
+static ag_status csv_load(const char *fn, const char *path, ag_dtype dt, size_t targets,
+                          nn_dataset *out, nn_error *err)
 {
     if (!path || !out)
-        return nn__fail(err, AG_ERR_NULL, "nn_csv_load: %s is NULL", path ? "out" : "path");
+        return nn__fail(err, AG_ERR_NULL, "%s: %s is NULL", fn, path ? "out" : "path");
     *out = (nn_dataset){0};
     if (ag_dtype_size(dt) == 0)
-        return nn__fail(err, AG_ERR_DTYPE, "nn_csv_load: dtype %d is not AG_F32 or AG_F64",
-                        (int)dt);
+        return nn__fail(err, AG_ERR_DTYPE, "%s: dtype %d is not AG_F32 or AG_F64", fn, (int)dt);
     ag_tensor *owner = NULL;
     const char *text;
     size_t len, fields, rows;
-    ag_status s = slurp(path, &owner, &text, &len, err);
+    ag_status s = slurp(fn, path, &owner, &text, &len, err);
     if (s != AG_OK)
         return s;
-    csv_text c = {.path = path, .p = text, .end = text + len};
+    csv_text c = {.fn = fn, .path = path, .p = text, .end = text + len};
     csv_header h = {0};
-    s = csv_shape(&c, &h, &fields, &rows, err);
-    nn_dataset d = {.n = rows, .features = fields - 1};
+    s = csv_shape(&c, &h, targets, &fields, &rows, err);
+    size_t last = targets ? targets : 1;
+    nn_dataset d = {.n = rows, .features = fields - last};
     if (s == AG_OK) {
-        d.x = ag_zeros(dt, (size_t[]){rows, fields - 1}, 2);
-        d.labels = ag_zeros(dt, &d.n, 1);
+        d.x = ag_zeros(dt, (size_t[]){rows, d.features}, 2);
+        d.labels = targets ? ag_zeros(dt, (size_t[]){rows, targets}, 2) : ag_zeros(dt, &d.n, 1);
         if (!d.x || !d.labels)
-            s = nn__fail(err, AG_ERR_NOMEM, "nn_csv_load: out of memory for %zu rows", rows);
+            s = nn__fail(err, AG_ERR_NOMEM, "%s: out of memory for %zu rows", fn, rows);
     }
-    c = (csv_text){.path = path, .p = text, .end = text + len};
-    if (s == AG_OK && h.present)
+    c = (csv_text){.fn = fn, .path = path, .p = text, .end = text + len};
+    if (s == AG_OK && h.kind != HEAD_NONE)
         next_line(&c); /* past the header */
     if (s == AG_OK)
-        s = csv_values(&c, &h, &d, err);
+        s = csv_values(&c, &h, targets, &d, err);
     ag_tensor_free(owner);
     if (s != AG_OK) {
         nn_dataset_free(&d);
@@ -265,6 +345,23 @@ ag_status nn_csv_load(const char *path, ag_dtype dt, nn_dataset *out, nn_error *
     }
     *out = d;
     return nn__ok(err);
+}
+
+ag_status nn_csv_load(const char *path, ag_dtype dt, nn_dataset *out, nn_error *err)
+{
+    return csv_load("nn_csv_load", path, dt, 0, out, err);
+}
+
+ag_status nn_csv_load_regression(const char *path, ag_dtype dt, size_t n_targets,
+                                 nn_dataset *out, nn_error *err)
+{
+    const char *fn = "nn_csv_load_regression";
+    if (out)
+        *out = (nn_dataset){0};
+    if (n_targets == 0 && path && out)
+        return nn__fail(err, AG_ERR_VALUE, "%s: n_targets is 0 (for class labels use "
+                        "nn_csv_load)", fn);
+    return csv_load(fn, path, dt, n_targets, out, err);
 }
 
 /* ---------------------------------------------------------------- IDX */

@@ -255,22 +255,40 @@ double nn_lr_at(const nn_lr_schedule *s, double base_lr, size_t epoch);
 /* A labelled data set. x and labels are caller-owned (nn_dataset_free). */
 typedef struct {
     ag_tensor *x;      /* [n, features] */
-    ag_tensor *labels; /* [n] class indices 0..classes-1, stored in x's dtype */
-    size_t n, features, classes;
+    ag_tensor *labels; /* [n] class indices 0..classes-1, stored in x's dtype;
+                        * or, from nn_csv_load_regression, [n, k] real targets */
+    size_t n, features, classes; /* classes: 0 for real targets */
 } nn_dataset;
 
 /* Frees x and labels and empties *d. NULL is a no-op. */
 void nn_dataset_free(nn_dataset *d);
 
-/* Loads a CSV file of rows "f1,...,fk,label" into *out (dtype dt). An
- * optional first line "rows,features,name1,name2,..." (sklearn's format,
- * as iris.csv) is checked against the data and gives the class count;
- * without it the class count is the largest label + 1. Blank lines are
- * skipped; numbers are read with strtod (C locale). Errors: AG_ERR_NULL,
- * AG_ERR_IO (cannot open or read), AG_ERR_FORMAT (non-numeric or
- * non-finite field, a value outside f32's range when dt is AG_F32, ragged row, label not a class index, header count
- * mismatch, no rows), AG_ERR_NOMEM; the message names the line and field. */
+/* Loads a CSV file of rows "f1,...,fk,label" into *out (dtype dt). The
+ * first line may be a header, skipped as data:
+ *   - sklearn's "rows,features,class1,class2,..." (as iris.csv), checked
+ *     against the data; it gives the class count;
+ *   - column names ("sepal_length,...,species"): every field non-empty and
+ *     not a number, as many as the rows have (a line with some numbers is
+ *     data, and its other fields are errors).
+ * Without sklearn's line the class count is the largest label + 1. A label
+ * must be an integer in [0, 2^24) for f32, [0, 2^53) for f64: the range in
+ * which the dtype stores every integer exactly. A UTF-8 byte-order mark at
+ * the start and blank lines are skipped; fields are trimmed; numbers are
+ * read with strtod (C locale); no quoting. Errors: AG_ERR_NULL, AG_ERR_IO
+ * (cannot open or read), AG_ERR_FORMAT (non-numeric or non-finite field, a
+ * value outside f32's range when dt is AG_F32, ragged row, label not a
+ * class index or past the limit, header count mismatch, no rows),
+ * AG_ERR_NOMEM; the message names the line and field. */
 ag_status nn_csv_load(const char *path, ag_dtype dt, nn_dataset *out, nn_error *err);
+/* As nn_csv_load, for regression: the last n_targets >= 1 columns of each
+ * row are real targets, any finite numbers, loaded as labels [n, n_targets]
+ * (a model's output shape, so [n, 1] for one target) with classes = 0; the
+ * columns before them are x. sklearn's header line then counts the features
+ * only. (Also a way to load 0/1 labels as [n, 1] targets for
+ * NN_COST_BCE_LOGITS.) Errors: nn_csv_load's, and AG_ERR_VALUE for
+ * n_targets 0; messages name nn_csv_load_regression. */
+ag_status nn_csv_load_regression(const char *path, ag_dtype dt, size_t n_targets,
+                                 nn_dataset *out, nn_error *err);
 
 /* Loads an IDX pair (MNIST): images (magic 0x00000803, big-endian counts
  * n, rows, cols, then n·rows·cols bytes) and labels (magic 0x00000801, n,

@@ -26,14 +26,22 @@ static void temp_file(char path[64], const void *data, size_t n)
     cr_assert_eq(fclose(f), 0);
 }
 
-/* Loads text as a CSV file; returns the status, err filled. */
-static ag_status load_text(const char *text, nn_dataset *d, nn_error *e)
+/* Loads text as a CSV file in dtype dt, with nn_csv_load (targets 0) or
+ * nn_csv_load_regression; returns the status, err filled. */
+static ag_status load_csv(const char *text, ag_dtype dt, size_t targets, nn_dataset *d,
+                          nn_error *e)
 {
     char path[64];
     temp_file(path, text, strlen(text));
-    ag_status s = nn_csv_load(path, AG_F64, d, e);
+    ag_status s = targets ? nn_csv_load_regression(path, dt, targets, d, e)
+                          : nn_csv_load(path, dt, d, e);
     remove(path);
     return s;
+}
+
+static ag_status load_text(const char *text, nn_dataset *d, nn_error *e)
+{
+    return load_csv(text, AG_F64, 0, d, e);
 }
 
 /* ---------------------------------------------------------------- CSV */
@@ -121,6 +129,17 @@ Test(nn_data, csv_malformed_inputs_give_clear_errors_and_no_leaks)
         {"5\n6\n", AG_ERR_FORMAT, "need features and a label"},
         {"1,12345678901234567890123456789012345678901234567890123456789012345678,0\n",
          AG_ERR_FORMAT, "field 2: '123456789012"},
+        {"a,b,c\n1,2,3,0\n", AG_ERR_FORMAT,
+         "the header line names 3 columns, but line 2 has 4 fields"},
+        {"a,b,label\n", AG_ERR_FORMAT, "no data rows"},
+        {"x,1,label\n1,2,0\n", AG_ERR_FORMAT,
+         "line 1, field 1: 'x' is not a finite number"}, /* a number in it: data */
+        {"x,,label\n1,2,0\n", AG_ERR_FORMAT, "line 1, field 1: 'x'"}, /* an empty name: data */
+        {"\xEF\xBB\xBF" "1,2,0\n\xEF\xBB\xBF" "3,4,1\n", AG_ERR_FORMAT,
+         "line 2, field 1: '\xEF\xBB\xBF" "3' is not a finite number"}, /* a BOM only at the start */
+        {"1,2,9007199254740992\n", AG_ERR_FORMAT,
+         "line 1: label '9007199254740992' is too large: f64 holds class indices exactly only "
+         "below 9007199254740992"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         test_alloc a;
@@ -134,6 +153,162 @@ Test(nn_data, csv_malformed_inputs_give_clear_errors_and_no_leaks)
         test_alloc_remove();
         cr_expect_eq(a.live_bytes, 0, "case %zu leaks", i);
     }
+}
+
+Test(nn_data, csv_skips_a_bom_and_a_line_of_column_names)
+{
+    nn_dataset d;
+    nn_error e;
+    const char *named = "\xEF\xBB\xBFsepal_length, sepal_width ,species\r\n5.1,3.5,0\r\n4.9,3,2\r\n";
+    cr_assert_eq(load_csv(named, AG_F32, 0, &d, &e), AG_OK, "%s", e.msg);
+    cr_expect_eq(d.n, 2, "the names line is not a row");
+    cr_expect_eq(d.features, 2);
+    cr_expect_eq(d.classes, 3);
+    cr_expect_eq(ag_get(d.x, 0), 5.1f, "the BOM is not part of the first field");
+    cr_expect_eq(ag_get(d.x, 3), 3);
+    cr_expect_eq(ag_get(d.labels, 1), 2);
+    nn_dataset_free(&d);
+    /* a BOM before data, and before sklearn's header line */
+    cr_assert_eq(load_text("\xEF\xBB\xBF" "7,8,1\n", &d, &e), AG_OK, "%s", e.msg);
+    cr_expect_eq(d.n, 1);
+    cr_expect_eq(ag_get(d.x, 0), 7);
+    nn_dataset_free(&d);
+    cr_assert_eq(load_text("\xEF\xBB\xBF" "2,2,no,yes\n1,2,0\n3,4,0\n", &d, &e), AG_OK, "%s", e.msg);
+    cr_expect_eq(d.n, 2);
+    cr_expect_eq(d.classes, 2, "from the header, though only class 0 occurs");
+    nn_dataset_free(&d);
+    /* quoted names are names too; "nan" and "inf" are numbers, so a line
+     * of them is data (and an error) */
+    cr_assert_eq(load_text("\"a\",\"b\",\"class\"\n1,2,1\n", &d, &e), AG_OK, "%s", e.msg);
+    cr_expect_eq(d.n, 1);
+    nn_dataset_free(&d);
+    cr_expect_eq(load_text("nan,inf,x\n1,2,1\n", &d, &e), AG_ERR_FORMAT);
+    cr_expect(strstr(e.msg, "line 1, field 1: 'nan' is not a finite number"), "%s", e.msg);
+}
+
+Test(nn_data, csv_label_limits_follow_the_dtype)
+{
+    /* f32 stores every integer exactly only up to 2^24 = 16777216 (2^24 + 1
+     * would round to 2^24), f64 up to 2^53 = 9007199254740992. */
+    nn_dataset d;
+    nn_error e;
+    cr_assert_eq(load_csv("1,16777215\n", AG_F32, 0, &d, &e), AG_OK, "%s", e.msg);
+    cr_expect_eq(d.classes, 16777216);
+    nn_dataset_free(&d);
+    const char *too_big[] = {"1,16777216\n", "1,16777217\n"};
+    for (size_t i = 0; i < 2; i++) {
+        cr_expect_eq(load_csv(too_big[i], AG_F32, 0, &d, &e), AG_ERR_FORMAT, "%s", too_big[i]);
+        cr_expect(strstr(e.msg, "is too large: f32 holds class indices exactly only below "
+                                "16777216 (2^24; f64 allows 2^53)"), "%s", e.msg);
+        cr_expect_null(d.x);
+    }
+    cr_assert_eq(load_csv("1,16777217\n", AG_F64, 0, &d, &e), AG_OK, "%s", e.msg);
+    cr_expect_eq(d.classes, 16777218);
+    cr_expect_eq(ag_get(d.labels, 0), 16777217);
+    nn_dataset_free(&d);
+    cr_assert_eq(load_csv("1,9007199254740991\n", AG_F64, 0, &d, &e), AG_OK, "%s", e.msg);
+    cr_expect_eq(d.classes, (size_t)9007199254740992u);
+    nn_dataset_free(&d);
+    cr_expect_eq(load_csv("1,9007199254740992\n", AG_F64, 0, &d, &e), AG_ERR_FORMAT);
+    cr_expect(strstr(e.msg, "too large: f64 holds class indices exactly only below "
+                            "9007199254740992"), "%s", e.msg);
+}
+
+Test(nn_data, csv_regression_targets)
+{
+    nn_dataset d;
+    nn_error e;
+    const char *text = "x1,x2,y1,y2\n1,2,0.5,-1.25\n3,4,2.5e3,7\n";
+    cr_assert_eq(load_csv(text, AG_F64, 2, &d, &e), AG_OK, "%s", e.msg);
+    cr_expect_eq(d.n, 2);
+    cr_expect_eq(d.features, 2);
+    cr_expect_eq(d.classes, 0, "real targets have no classes");
+    cr_assert_eq(ag_tensor_rank(d.labels), 2);
+    cr_expect_eq(ag_tensor_shape(d.labels)[0], 2);
+    cr_expect_eq(ag_tensor_shape(d.labels)[1], 2);
+    double x[] = {1, 2, 3, 4}, y[] = {0.5, -1.25, 2500, 7};
+    for (size_t i = 0; i < 4; i++) {
+        cr_expect_eq(ag_get(d.x, i), x[i], "x[%zu]", i);
+        cr_expect_eq(ag_get(d.labels, i), y[i], "y[%zu]", i);
+    }
+    nn_dataset_free(&d);
+    cr_assert_eq(load_csv(text, AG_F32, 1, &d, &e), AG_OK, "%s", e.msg);
+    cr_expect_eq(d.features, 3);
+    cr_expect_eq(ag_tensor_shape(d.labels)[1], 1, "one target: [n, 1], a model's output shape");
+    cr_expect_eq(ag_get(d.x, 5), 2500);
+    cr_expect_eq(ag_get(d.labels, 1), 7);
+    cr_expect_eq(ag_tensor_dtype(d.labels), AG_F32);
+    nn_dataset_free(&d);
+    cr_assert_eq(load_csv("2,1,t\n1,0.5\n3,-1.5\n", AG_F64, 1, &d, &e), AG_OK, "%s", e.msg);
+    cr_expect_eq(d.features, 1, "sklearn's header counts the features");
+    cr_expect_eq(ag_get(d.labels, 1), -1.5);
+    nn_dataset_free(&d);
+    struct { const char *text; size_t k; ag_dtype dt; const char *msg; } bad[] = {
+        {text, 4, AG_F64, "nn_csv_load_regression: "},
+        {text, 4, AG_F64, "line 2: need features and 4 targets, found 4 fields"},
+        {"1.5,2,abc\n", 1, AG_F64, "line 1, field 3: 'abc' is not a finite number"},
+        {"1,2,1e39\n", 1, AG_F32, "line 1, field 3: '1e39' is out of the range of f32"},
+        {"2,3,t\n1,2,3\n4,5,6\n", 1, AG_F64, "the header says 3 features, but rows have 3 "
+                                                "fields (features + targets)"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        cr_expect_eq(load_csv(bad[i].text, bad[i].dt, bad[i].k, &d, &e), AG_ERR_FORMAT, "%zu", i);
+        cr_expect(strstr(e.msg, bad[i].msg), "case %zu: '%s' lacks '%s'", i, e.msg, bad[i].msg);
+        cr_expect_null(d.x);
+        cr_expect_null(d.labels);
+    }
+    cr_expect_eq(nn_csv_load_regression(DATA "/iris.csv", AG_F64, 0, &d, &e), AG_ERR_VALUE);
+    cr_expect(strstr(e.msg, "nn_csv_load_regression: n_targets is 0"), "%s", e.msg);
+    cr_expect_eq(nn_csv_load_regression(NULL, AG_F64, 1, &d, &e), AG_ERR_NULL);
+    cr_expect_eq(nn_csv_load_regression(DATA "/iris.csv", AG_F64, 1, NULL, &e), AG_ERR_NULL);
+    cr_expect_eq(nn_csv_load_regression("/nonexistent/r.csv", AG_F64, 1, &d, &e), AG_ERR_IO);
+    cr_expect(strstr(e.msg, "nn_csv_load_regression: cannot open"), "%s", e.msg);
+}
+
+/* A file with a BOM, a names line and CRLF line ends, whose target is
+ * y = 2·x1 - x2 + 0.5; the split keeps each target with its row. */
+Test(nn_data, csv_regression_file_splits_and_trains)
+{
+    nn_dataset d, tr, te;
+    nn_error e;
+    cr_assert_eq(nn_csv_load_regression(TEST_DATA_DIR "/linear_bom.csv", AG_F64, 1, &d, &e),
+                 AG_OK, "%s", e.msg);
+    cr_expect_eq(d.n, 8);
+    cr_expect_eq(d.features, 2);
+    for (size_t i = 0; i < d.n; i++)
+        cr_expect_eq(ag_get(d.labels, i), 2 * ag_get(d.x, 2 * i) - ag_get(d.x, 2 * i + 1) + 0.5,
+                     "row %zu", i);
+    cr_assert_eq(nn_dataset_split(&d, 3, 1, &tr, &te, &e), AG_OK, "%s", e.msg);
+    cr_expect_eq(ag_tensor_shape(te.labels)[0], 3);
+    cr_expect_eq(ag_tensor_shape(te.labels)[1], 1);
+    for (size_t i = 0; i < te.n; i++)
+        cr_expect_eq(ag_get(te.labels, i), 2 * ag_get(te.x, 2 * i) - ag_get(te.x, 2 * i + 1) + 0.5);
+    /* a linear model 2-1 (identity) fits it with MSE: targets [n, 1] match
+     * the output's shape */
+    size_t sizes[] = {2, 1};
+    nn_act act = NN_IDENTITY;
+    nn_spec spec = {.n_layers = 1, .sizes = sizes, .acts = &act, .dtype = AG_F64,
+                    .init = NN_INIT_XAVIER, .seed = 1};
+    nn_mlp *net;
+    nn_optim *o;
+    nn_optim_config c = nn_sgd(0.1);
+    cr_assert_eq(nn_mlp_new(&spec, &net, &e), AG_OK, "%s", e.msg);
+    cr_assert_eq(nn_mlp_optim_new(net, &c, &o, &e), AG_OK, "%s", e.msg);
+    ag_tape *t = ag_tape_new();
+    double loss = 1;
+    for (int s = 0; s < 500; s++)
+        cr_assert_eq(nn_mlp_train_step(net, t, o, NN_COST_MSE, d.x, d.labels, &loss, &e), AG_OK,
+                     "%s", e.msg);
+    const double *w = nn_mlp_data(net); /* W1 [2,1], b1 [1] */
+    cr_expect_float_eq(w[0], 2, 1e-6, "%g", w[0]);
+    cr_expect_float_eq(w[1], -1, 1e-6, "%g", w[1]);
+    cr_expect_float_eq(w[2], 0.5, 1e-6, "%g", w[2]);
+    ag_tape_free(t);
+    nn_optim_free(o);
+    nn_mlp_free(net);
+    nn_dataset_free(&d);
+    nn_dataset_free(&tr);
+    nn_dataset_free(&te);
 }
 
 Test(nn_data, csv_binary_missing_and_null)
