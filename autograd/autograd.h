@@ -44,17 +44,6 @@ extern "C" {
 
 #define AG_MAX_RANK 8
 
-/* Put before a hot loop's function to have it compiled twice, for x86-64-v3
- * (AVX2, FMA) and for the baseline, the loader picking what the CPU runs:
- * one portable build, full vector width where there is one. (GCC on
- * x86-64; elsewhere it does nothing.) The engine's GEMM kernels and nn's SGD
- * step use it. */
-#if defined(__GNUC__) && defined(__x86_64__) && !defined(__clang__)
-#define AG_TARGET_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
-#else
-#define AG_TARGET_CLONES
-#endif
-
 typedef enum { AG_F32, AG_F64 } ag_dtype;
 
 typedef enum {

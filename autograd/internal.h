@@ -7,6 +7,17 @@
 #include <stdarg.h>
 #include <stdatomic.h>
 
+/* Put before a hot loop's function to have it compiled twice, for x86-64-v3
+ * (AVX2, FMA) and for the baseline, the loader picking what the CPU runs:
+ * one portable build, full vector width where there is one. GCC on x86-64
+ * only; not under ThreadSanitizer, whose GCC build cannot run the loader's
+ * picker before it starts. */
+#if defined(__GNUC__) && defined(__x86_64__) && !defined(__clang__) && !defined(__SANITIZE_THREAD__)
+#define AG_TARGET_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
+#else
+#define AG_TARGET_CLONES
+#endif
+
 #define AG_NAME_MAX 32
 #define AG_MSG_MAX 256
 #define AG_ALIGN 64

@@ -4,6 +4,16 @@
 
 #include "nn.h"
 
+/* Put before a hot loop's function to have it compiled twice, for x86-64-v3
+ * (AVX2, FMA) and for the baseline, the loader picking what the CPU runs
+ * (the engine's AG_TARGET_CLONES, for nn's own loops). Not under
+ * ThreadSanitizer, whose GCC build cannot run the loader's picker. */
+#if defined(__GNUC__) && defined(__x86_64__) && !defined(__clang__) && !defined(__SANITIZE_THREAD__)
+#define NN_TARGET_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
+#else
+#define NN_TARGET_CLONES
+#endif
+
 /* Fills err (if not NULL) with s and the formatted message and returns s:
  * every nn error passes through here, so one breakpoint catches them all. */
 ag_status nn__fail(nn_error *err, ag_status s, const char *fmt, ...)

@@ -173,7 +173,7 @@ void nn_optim_free(nn_optim *opt)
 /* θ -= η∇ over elements [lo, hi) in plain loops the compiler vectorises:
  * the common case (plain SGD). f32 values are updated in double and rounded
  * once; AVX2 converts four at a time where SSE2 converts two. */
-AG_TARGET_CLONES
+NN_TARGET_CLONES
 static void sgd_plain(ag_tensor *x, size_t lo, size_t hi, double lr)
 {
     if (ag_tensor_dtype(x) == AG_F32) {
@@ -294,7 +294,7 @@ static void optim_range(void *ctx, size_t lo, size_t hi)
 
 /* Σ g² of n values, in double. Eight partial sums in a fixed pattern let
  * the loop vectorise and keep its result the same on every call. */
-AG_TARGET_CLONES
+NN_TARGET_CLONES
 static double sumsq_f32(const float *g, size_t n)
 {
     double acc[8] = {0};
@@ -311,7 +311,7 @@ static double sumsq_f32(const float *g, size_t n)
     return ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
 }
 
-AG_TARGET_CLONES
+NN_TARGET_CLONES
 static double sumsq_f64(const double *g, size_t n)
 {
     double acc[8] = {0};
