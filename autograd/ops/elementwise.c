@@ -1,10 +1,10 @@
-/* elementwise.c: unary ops, scalar ops, and binary ops with numpy
- * broadcasting. Each op is one block: AG_UNARY(name, y, dx) or
- * AG_BINARY(name, y, da, db) writes its forward and backward loops (for
- * both dtypes, split over the tape's threads when large) and its
- * definition. In y: the input x (a, b for binary ops) and c, the op's
- * scalar; in the gradients also the result y and the incoming gradient g.
- * Every backward adds (+=) into the input gradients. */
+/* elementwise.c: unary ops, scalar ops, binary ops with numpy
+ * broadcasting, and where (three inputs broadcast). Each op is one block:
+ * AG_UNARY(name, y, dx) or AG_BINARY(name, y, da, db) writes its forward
+ * and backward loops (for both dtypes, split over the tape's threads when
+ * large) and its definition. In y: the input x (a, b for binary ops) and
+ * c, c2, the op's scalars; in the gradients also the result y and the
+ * incoming gradient g. Every backward adds (+=) into the input gradients. */
 #include "../internal.h"
 
 #include <string.h>
@@ -12,77 +12,114 @@
 
 /* ------------------------------------------------------------ broadcasting
  * The result's index space, with each input's element stride per axis (0
- * along broadcast axes). Adjacent axes that are contiguous in all three
- * are merged, so the common cases (same shape, a row vector added to every
+ * along broadcast axes). Adjacent axes that are contiguous in every input
+ * and the result are merged, so the common cases (same shape, a row vector added to every
  * row, a scalar) become one or two long loops. */
 typedef struct {
     size_t rank;
     size_t n[AG_MAX_RANK];
     size_t sa[AG_MAX_RANK], sb[AG_MAX_RANK];
+    size_t sc[AG_MAX_RANK]; /* a third input (where); all 0 for binary ops */
 } bcast;
+
+#if defined(__GNUC__)
+#define ALWAYS_INLINE inline __attribute__((always_inline))
+#else
+#define ALWAYS_INLINE inline
+#endif
 
 static size_t dim_from_end(const ag_tensor *x, size_t k) /* k-th axis from the right */
 {
     return k < x->rank ? x->shape[x->rank - 1 - k] : 1;
 }
 
-static ag_status binary_shape(ag_tape *t, ag_record *r, ag_tensor *out)
+/* The broadcast shape of r's first n inputs (2 or 3). */
+static ALWAYS_INLINE ag_status broadcast_shape(ag_tape *t, ag_record *r, size_t n, ag_tensor *out)
 {
-    const ag_tensor *a = r->in[0], *b = r->in[1];
-    size_t rank = a->rank > b->rank ? a->rank : b->rank;
+    size_t rank = 0;
+    for (size_t i = 0; i < n; i++)
+        rank = r->in[i]->rank > rank ? r->in[i]->rank : rank;
     for (size_t k = 0; k < rank; k++) {
-        size_t da = dim_from_end(a, k), db = dim_from_end(b, k);
-        if (da != db && da != 1 && db != 1) {
-            char sa[AG_SHAPE_BUF], sb[AG_SHAPE_BUF];
-            return ag__error(t, AG_ERR_SHAPE,
-                             "ag_%s: shapes %s and %s do not broadcast (axis %zu from the end: %zu vs %zu)",
-                             r->def->name, ag__shape_str(a, sa, sizeof sa),
-                             ag__shape_str(b, sb, sizeof sb), k, da, db);
+        size_t d[AG_MAX_INPUTS], dy = 1;
+        bool ok = true;
+        for (size_t i = 0; i < n; i++) {
+            d[i] = dim_from_end(r->in[i], k);
+            ok &= d[i] == 1 || dy == 1 || d[i] == dy;
+            dy = d[i] == 1 ? dy : d[i];
         }
-        out->shape[rank - 1 - k] = da == 1 ? db : da;
+        if (!ok) {
+            char s[AG_MAX_INPUTS][AG_SHAPE_BUF];
+            for (size_t i = 0; i < n; i++)
+                ag__shape_str(r->in[i], s[i], sizeof s[i]);
+            if (n == 2)
+                return ag__error(t, AG_ERR_SHAPE,
+                                 "ag_%s: shapes %s and %s do not broadcast (axis %zu from the end: %zu vs %zu)",
+                                 r->def->name, s[0], s[1], k, d[0], d[1]);
+            return ag__error(t, AG_ERR_SHAPE,
+                             "ag_%s: shapes %s, %s and %s do not broadcast (axis %zu from the end: %zu, %zu and %zu)",
+                             r->def->name, s[0], s[1], s[2], k, d[0], d[1], d[2]);
+        }
+        out->shape[rank - 1 - k] = dy;
     }
     out->rank = rank;
     return AG_OK;
 }
 
-static void bcast_init(bcast *bc, const ag_tensor *a, const ag_tensor *b, const ag_tensor *y)
+static ag_status binary_shape(ag_tape *t, ag_record *r, ag_tensor *out)
 {
-    if ((a->numel == y->numel || a->numel == 1) && (b->numel == y->numel || b->numel == 1)) {
+    return broadcast_shape(t, r, 2, out);
+}
+
+/* c is a third input (where's condition), or NULL for a binary op. Inlined
+ * into each caller, so that with c a constant NULL the binary ops' setup
+ * is what it was before there were three. */
+static ALWAYS_INLINE void bcast_init(bcast *bc, const ag_tensor *a, const ag_tensor *b,
+                                     const ag_tensor *c, const ag_tensor *y)
+{
+    if ((a->numel == y->numel || a->numel == 1) && (b->numel == y->numel || b->numel == 1) &&
+        (!c || c->numel == y->numel || c->numel == 1)) {
         /* the common cases in one run: same shapes, or a scalar operand */
         bc->rank = 1;
         bc->n[0] = y->numel;
         bc->sa[0] = a->numel == y->numel;
         bc->sb[0] = b->numel == y->numel;
+        bc->sc[0] = c && c->numel == y->numel;
         return;
     }
-    size_t stride_a = 1, stride_b = 1, rank = 0;
-    size_t n[AG_MAX_RANK], sa[AG_MAX_RANK], sb[AG_MAX_RANK];
+    size_t stride_a = 1, stride_b = 1, stride_c = 1, rank = 0;
+    size_t n[AG_MAX_RANK], sa[AG_MAX_RANK], sb[AG_MAX_RANK], sc[AG_MAX_RANK];
     for (size_t k = 0; k < y->rank; k++) { /* from the last axis back */
         size_t ny = dim_from_end(y, k), da = dim_from_end(a, k), db = dim_from_end(b, k);
+        size_t dc = c ? dim_from_end(c, k) : 1;
         if (ny == 1)
             continue;
-        size_t ea = da == 1 ? 0 : stride_a, eb = db == 1 ? 0 : stride_b;
-        if (rank > 0 && sa[rank - 1] * n[rank - 1] == ea && sb[rank - 1] * n[rank - 1] == eb) {
-            n[rank - 1] *= ny; /* continues the axis after it in both (or both broadcast) */
+        size_t ea = da == 1 ? 0 : stride_a, eb = db == 1 ? 0 : stride_b, ec = dc == 1 ? 0 : stride_c;
+        if (rank > 0 && sa[rank - 1] * n[rank - 1] == ea && sb[rank - 1] * n[rank - 1] == eb &&
+            (!c || sc[rank - 1] * n[rank - 1] == ec)) {
+            n[rank - 1] *= ny; /* continues the axis after it in all (or all broadcast) */
         } else {
             n[rank] = ny;
             sa[rank] = ea;
             sb[rank] = eb;
+            if (c)
+                sc[rank] = ec;
             rank++;
         }
         stride_a *= da;
         stride_b *= db;
+        stride_c *= dc;
     }
     bc->rank = rank;
     for (size_t i = 0; i < rank; i++) { /* back to outermost-first order */
         bc->n[i] = n[rank - 1 - i];
         bc->sa[i] = sa[rank - 1 - i];
         bc->sb[i] = sb[rank - 1 - i];
+        bc->sc[i] = c ? sc[rank - 1 - i] : 0;
     }
     if (rank == 0) { /* every axis has size 1: one element */
         bc->rank = 1;
         bc->n[0] = 1;
-        bc->sa[0] = bc->sb[0] = 0;
+        bc->sa[0] = bc->sb[0] = bc->sc[0] = 0;
     }
 }
 
@@ -113,7 +150,36 @@ static void bcast_init(bcast *bc, const ag_tensor *a, const ag_tensor *b, const 
         }                                                                       \
     } while (0)
 
-/* A binary op's pass, cut along the last merged axis between threads. */
+/* BCAST_FOR with a third input: ic indexes its run, sc_ is its step. */
+#define BCAST3_FOR(bc, lo, hi, ...)                                             \
+    do {                                                                        \
+        size_t idx_[AG_MAX_RANK] = {0}, last_ = (bc)->rank - 1;                 \
+        size_t sa_ = (bc)->sa[last_], sb_ = (bc)->sb[last_];                    \
+        size_t sc_ = (bc)->sc[last_], cnt = (hi) - (lo);                        \
+        size_t ia = (lo) * sa_, ib = (lo) * sb_, ic = (lo) * sc_, iy = (lo);    \
+        for (;;) {                                                              \
+            __VA_ARGS__                                                         \
+            iy += (bc)->n[last_];                                               \
+            size_t d_ = last_;                                                  \
+            while (d_-- > 0) {                                                  \
+                ia += (bc)->sa[d_];                                             \
+                ib += (bc)->sb[d_];                                             \
+                ic += (bc)->sc[d_];                                             \
+                if (++idx_[d_] < (bc)->n[d_])                                   \
+                    break;                                                      \
+                ia -= (bc)->sa[d_] * (bc)->n[d_];                               \
+                ib -= (bc)->sb[d_] * (bc)->n[d_];                               \
+                ic -= (bc)->sc[d_] * (bc)->n[d_];                               \
+                idx_[d_] = 0;                                                   \
+            }                                                                   \
+            if (d_ == (size_t)-1)                                               \
+                break;                                                          \
+        }                                                                       \
+    } while (0)
+
+/* A pass of a binary op (or where), cut along the last merged axis
+ * between threads: over inputs a, b and c (NULL for a binary op), adding
+ * into a's and b's gradients ga, gb in the backward. */
 typedef struct {
     bcast bc;
     const ag_record *r;
@@ -121,18 +187,29 @@ typedef struct {
     void *ga, *gb;
 } binary_job;
 
-static ag_status binary_run(ag_tape *t, const ag_record *r, const void *gout, void *gin[],
-                            ag_range_fn fn)
+static ALWAYS_INLINE ag_status bcast_run(ag_tape *t, const ag_record *r, const ag_tensor *c,
+                                          const void *gout, void *ga, void *gb, ag_range_fn fn)
 {
-    binary_job j = {.r = r, .gout = gout, .ga = gin ? gin[0] : NULL, .gb = gin ? gin[1] : NULL};
-    bcast_init(&j.bc, r->in[0], r->in[1], r->out);
+    binary_job j; /* not zeroed: bcast_init sets what the loops read */
+    j.r = r;
+    j.gout = gout;
+    j.ga = ga;
+    j.gb = gb;
+    const ag_tensor *a = c ? r->in[1] : r->in[0], *b = c ? r->in[2] : r->in[1];
+    bcast_init(&j.bc, a, b, c, r->out);
     size_t last = j.bc.rank - 1, n = j.bc.n[last], work = r->out->numel;
     /* backward: an input broadcast along the last axis sums over it, so
      * that pass stays on one thread */
-    if (gin && ((j.ga && j.bc.sa[last] == 0) || (j.gb && j.bc.sb[last] == 0)))
+    if ((ga && j.bc.sa[last] == 0) || (gb && j.bc.sb[last] == 0))
         work = 0;
     ag__parallel_range(t, n, work, fn, &j);
     return AG_OK;
+}
+
+static ag_status binary_run(ag_tape *t, const ag_record *r, const void *gout, void *gin[],
+                            ag_range_fn fn)
+{
+    return bcast_run(t, r, NULL, gout, gin ? gin[0] : NULL, gin ? gin[1] : NULL, fn);
 }
 
 /* The forward loop runs over a window of the last merged axis; a
@@ -220,6 +297,94 @@ AG_BINARY(sub, a - b, g, -g);
 AG_BINARY(mul, a * b, g * b, g * a);
 AG_BINARY(div, a / b, g / b, -(g * a / (b * b)));
 
+/* maximum and minimum send the gradient to the larger (smaller) input and
+ * half of it to each on a tie, as PyTorch; a NaN in either input gives NaN. */
+AG_BINARY(maximum, a != a || a > b ? a : b, a < b ? 0 : a == b ? g / 2 : g,
+          a > b ? 0 : a == b ? g / 2 : g);
+AG_BINARY(minimum, a != a || a < b ? a : b, a > b ? 0 : a == b ? g / 2 : g,
+          a < b ? 0 : a == b ? g / 2 : g);
+AG_BINARY(atan2, atan2(a, b), g * b / (a * a + b * b), -(g * a) / (a * a + b * b));
+/* d/da = b a^(b-1) (0 where b = 0); d/db = a^b ln a (0 at a = 0, b >= 0), as PyTorch */
+AG_BINARY(pow_tensor, pow(a, b), b == 0 ? 0 : g * b * pow(a, b - 1),
+          a == 0 && b >= 0 ? 0 : g * y * log(a));
+
+/* ------------------------------------------------------------ where
+ * where(cond, a, b): cond != 0 ? a : b over the three inputs' broadcast
+ * shape. cond may be of either float dtype (a mask, as cross_entropy's
+ * classes) and takes no gradient; a and b agree in dtype. In the walker
+ * a and b are the first two inputs (sa, sb) and cond the third (sc). */
+
+static ag_status where_shape(ag_tape *t, ag_record *r, ag_tensor *out)
+{
+    const ag_tensor *a = r->in[1], *b = r->in[2];
+    if (a->dtype != b->dtype)
+        return ag__error(t, AG_ERR_DTYPE, "ag_where: a and b have dtypes %s and %s (convert with ag_cast)",
+                         ag_dtype_name(a->dtype), ag_dtype_name(b->dtype));
+    out->dtype = a->dtype;
+    return broadcast_shape(t, r, 3, out);
+}
+
+static void where_fwd(void *ctx, size_t lo, size_t hi)
+{
+    const binary_job *j = ctx;
+    AG_DISPATCH(j->r->in[0]->dtype, C, {
+        AG_DISPATCH(j->r->out->dtype, T, {
+            const C *C_ = j->r->in[0]->data;
+            const T *A_ = j->r->in[1]->data, *B_ = j->r->in[2]->data;
+            T *Y_ = j->r->out->data;
+            BCAST3_FOR(&j->bc, lo, hi, {
+                const C *pc = C_ + ic;
+                const T *pa = A_ + ia, *pb = B_ + ib;
+                T *py = Y_ + iy;
+                for (size_t i = 0; i < cnt; i++)
+                    py[i] = pc[i * sc_] != 0 ? pa[i * sa_] : pb[i * sb_];
+            });
+        });
+    });
+}
+
+/* a's gradient, then b's: where(c, x, x) gives x each element's g once. */
+static void where_bwd(void *ctx, size_t lo, size_t hi)
+{
+    const binary_job *j = ctx;
+    AG_DISPATCH(j->r->in[0]->dtype, C, {
+        AG_DISPATCH(j->r->out->dtype, T, {
+            const C *C_ = j->r->in[0]->data;
+            const T *G_ = j->gout;
+            T *GA_ = j->ga, *GB_ = j->gb;
+            if (GA_)
+                BCAST3_FOR(&j->bc, lo, hi, {
+                    for (size_t i = 0; i < cnt; i++) {
+                        const T g = G_[iy + i];
+                        GA_[ia + i * sa_] += C_[ic + i * sc_] != 0 ? g : 0;
+                    }
+                });
+            if (GB_)
+                BCAST3_FOR(&j->bc, lo, hi, {
+                    for (size_t i = 0; i < cnt; i++) {
+                        const T g = G_[iy + i];
+                        GB_[ib + i * sb_] += C_[ic + i * sc_] != 0 ? 0 : g;
+                    }
+                });
+        });
+    });
+}
+
+static ag_status where_forward(ag_tape *t, ag_record *r)
+{
+    return bcast_run(t, r, r->in[0], NULL, NULL, NULL, where_fwd);
+}
+
+static ag_status where_backward(ag_tape *t, const ag_record *r, const void *gout, void *gin[])
+{
+    if (!gin[1] && !gin[2])
+        return AG_OK; /* only cond requires grad: it takes none */
+    return bcast_run(t, r, r->in[0], gout, gin[1], gin[2], where_bwd);
+}
+
+const ag_op_def ag__op_where = {.name = "where", .arity = 3, .shape = where_shape,
+                                .forward = where_forward, .backward = where_backward};
+
 /* ------------------------------------------------------------ unary ops */
 
 typedef struct {
@@ -229,15 +394,18 @@ typedef struct {
 } unary_job;
 
 /* Each backward loop loads g before it chooses, so a choice (relu's mask)
- * compiles to a select, not a branch that would mispredict half the time. */
-#define AG_UNARY(NAME, Y, DX)                                                             \
+ * compiles to a select, not a branch that would mispredict half the time.
+ * c and c2 are the op's scalars; SHAPE its shape rule (one that checks
+ * them, or ag__shape_same). */
+#define AG_UNARY(NAME, Y, DX) AG_UNARY_SHAPED(NAME, ag__shape_same, Y, DX)
+#define AG_UNARY_SHAPED(NAME, SHAPE, Y, DX)                                               \
     static void NAME##_fwd(void *ctx, size_t lo, size_t hi)                               \
     {                                                                                     \
         const ag_record *r = ctx;                                                         \
         AG_DISPATCH(r->out->dtype, T, {                                                   \
-            const T *X_ = r->in[0]->data, c = (T)r->attr.scalar;                          \
+            const T *X_ = r->in[0]->data, c = (T)r->attr.scalar, c2 = (T)r->attr.scalar2; \
             T *Y_ = r->out->data;                                                         \
-            (void)c;                                                                      \
+            (void)c, (void)c2;                                                            \
             for (size_t i = lo; i < hi; i++) {                                            \
                 const T x = X_[i];                                                        \
                 Y_[i] = (Y);                                                              \
@@ -249,9 +417,9 @@ typedef struct {
         const unary_job *u = ctx;                                                         \
         AG_DISPATCH(u->r->out->dtype, T, {                                                \
             const T *X_ = u->r->in[0]->data, *Y_ = u->r->out->data, *G_ = u->gout;        \
-            const T c = (T)u->r->attr.scalar;                                             \
+            const T c = (T)u->r->attr.scalar, c2 = (T)u->r->attr.scalar2;                 \
             T *GX_ = u->gin;                                                              \
-            (void)c;                                                                      \
+            (void)c, (void)c2;                                                            \
             for (size_t i = lo; i < hi; i++) {                                            \
                 const T x = X_[i], y = Y_[i], g = G_[i];                                  \
                 (void)x, (void)y;                                                         \
@@ -271,7 +439,7 @@ typedef struct {
         ag__parallel_range(t, r->out->numel, r->out->numel, NAME##_bwd, &u);              \
         return AG_OK;                                                                     \
     }                                                                                     \
-    const ag_op_def ag__op_##NAME = {.name = #NAME, .arity = 1, .shape = ag__shape_same,  \
+    const ag_op_def ag__op_##NAME = {.name = #NAME, .arity = 1, .shape = SHAPE,           \
                                      .forward = NAME##_forward, .backward = NAME##_backward}
 
 #define SIGMOID(T, x) ((x) >= 0 ? (T)1 / ((T)1 + exp(-(x))) : exp(x) / ((T)1 + exp(x)))
@@ -292,6 +460,47 @@ AG_UNARY(softplus, (x > 0 ? x : 0) + log1p(exp(-fabs(x))), g * SIGMOID(T, x));
 AG_UNARY(add_scalar, x + c, g);
 AG_UNARY(scale, c * x, c * g);
 
+/* The second op set. */
+#define SQRT1_2 0.70710678118654752440  /* 1/sqrt 2 */
+#define INV_SQRT_2PI 0.39894228040143267794 /* 1/sqrt(2 pi), the normal density at 0 */
+#define TWO_OVER_SQRT_PI 1.12837916709551257390 /* erf'(0) */
+
+AG_UNARY(sin, sin(x), g * cos(x));
+AG_UNARY(cos, cos(x), -g * sin(x));
+AG_UNARY(tan, tan(x), g * (1 + y * y));
+/* 1 - x^2 as (1 - x)(1 + x): exact near |x| = 1 */
+AG_UNARY(asin, asin(x), g / sqrt((1 - x) * (1 + x)));
+AG_UNARY(acos, acos(x), -g / sqrt((1 - x) * (1 + x)));
+AG_UNARY(atan, atan(x), g / (1 + x * x));
+AG_UNARY(sinh, sinh(x), g * cosh(x));
+AG_UNARY(cosh, cosh(x), g * sinh(x));
+AG_UNARY(log1p, log1p(x), g / (1 + x));
+AG_UNARY(expm1, expm1(x), g * (y + 1));
+AG_UNARY(erf, erf(x), g * (T)TWO_OVER_SQRT_PI * exp(-x * x));
+AG_UNARY(square, x * x, g * 2 * x);
+AG_UNARY(reciprocal, 1 / x, -g * y * y);
+AG_UNARY(rsqrt, 1 / sqrt(x), g * (T)-0.5 * y * y * y);
+/* x Phi(x), Phi(x) = erfc(-x/sqrt 2)/2: erfc keeps Phi's tiny values for
+ * x << 0, where 1 + erf(x/sqrt 2) would cancel to 0. d/dx = Phi + x phi. */
+AG_UNARY(gelu, x * (T)0.5 * erfc(-x * (T)SQRT1_2),
+         g * ((T)0.5 * erfc(-x * (T)SQRT1_2) + x * (T)INV_SQRT_2PI * exp((T)-0.5 * x * x)));
+/* x s, s = sigmoid x; d/dx = s (1 + x (1 - s)) */
+AG_UNARY(silu, x * SIGMOID(T, x), g * SIGMOID(T, x) * (1 + x * (1 - SIGMOID(T, x))));
+AG_UNARY(elu, x > 0 ? x : c * expm1(x), x > 0 ? g : g * c * exp(x));
+
+/* clamp's bounds c <= c2, neither NaN (an infinite one clamps one side). */
+static ag_status clamp_shape(ag_tape *t, ag_record *r, ag_tensor *out)
+{
+    double lo = r->attr.scalar, hi = r->attr.scalar2;
+    if (!(lo <= hi))
+        return ag__error(t, AG_ERR_VALUE, "ag_clamp: bounds lo = %g and hi = %g: need lo <= hi, neither NaN",
+                         lo, hi);
+    return ag__shape_same(t, r, out);
+}
+/* min(max(x, c), c2), NaN kept; gradient 1 strictly inside (c, c2), 0 at
+ * the bounds and outside */
+AG_UNARY_SHAPED(clamp, clamp_shape, x < c ? c : x > c2 ? c2 : x, x > c && x < c2 ? g : 0);
+
 /* ------------------------------------------------------------ public API */
 
 ag_tensor *ag_add(ag_tape *t, ag_tensor *a, ag_tensor *b) { return ag__apply(t, &ag__op_add, a, b, NULL); }
@@ -307,6 +516,31 @@ ag_tensor *ag_sigmoid(ag_tape *t, ag_tensor *x) { return ag__apply(t, &ag__op_si
 ag_tensor *ag_tanh(ag_tape *t, ag_tensor *x) { return ag__apply(t, &ag__op_tanh, x, NULL, NULL); }
 ag_tensor *ag_relu(ag_tape *t, ag_tensor *x) { return ag__apply(t, &ag__op_relu, x, NULL, NULL); }
 ag_tensor *ag_softplus(ag_tape *t, ag_tensor *x) { return ag__apply(t, &ag__op_softplus, x, NULL, NULL); }
+ag_tensor *ag_sin(ag_tape *t, ag_tensor *x) { return ag__apply(t, &ag__op_sin, x, NULL, NULL); }
+ag_tensor *ag_cos(ag_tape *t, ag_tensor *x) { return ag__apply(t, &ag__op_cos, x, NULL, NULL); }
+ag_tensor *ag_tan(ag_tape *t, ag_tensor *x) { return ag__apply(t, &ag__op_tan, x, NULL, NULL); }
+ag_tensor *ag_asin(ag_tape *t, ag_tensor *x) { return ag__apply(t, &ag__op_asin, x, NULL, NULL); }
+ag_tensor *ag_acos(ag_tape *t, ag_tensor *x) { return ag__apply(t, &ag__op_acos, x, NULL, NULL); }
+ag_tensor *ag_atan(ag_tape *t, ag_tensor *x) { return ag__apply(t, &ag__op_atan, x, NULL, NULL); }
+ag_tensor *ag_sinh(ag_tape *t, ag_tensor *x) { return ag__apply(t, &ag__op_sinh, x, NULL, NULL); }
+ag_tensor *ag_cosh(ag_tape *t, ag_tensor *x) { return ag__apply(t, &ag__op_cosh, x, NULL, NULL); }
+ag_tensor *ag_log1p(ag_tape *t, ag_tensor *x) { return ag__apply(t, &ag__op_log1p, x, NULL, NULL); }
+ag_tensor *ag_expm1(ag_tape *t, ag_tensor *x) { return ag__apply(t, &ag__op_expm1, x, NULL, NULL); }
+ag_tensor *ag_erf(ag_tape *t, ag_tensor *x) { return ag__apply(t, &ag__op_erf, x, NULL, NULL); }
+ag_tensor *ag_square(ag_tape *t, ag_tensor *x) { return ag__apply(t, &ag__op_square, x, NULL, NULL); }
+ag_tensor *ag_reciprocal(ag_tape *t, ag_tensor *x) { return ag__apply(t, &ag__op_reciprocal, x, NULL, NULL); }
+ag_tensor *ag_rsqrt(ag_tape *t, ag_tensor *x) { return ag__apply(t, &ag__op_rsqrt, x, NULL, NULL); }
+ag_tensor *ag_gelu(ag_tape *t, ag_tensor *x) { return ag__apply(t, &ag__op_gelu, x, NULL, NULL); }
+ag_tensor *ag_silu(ag_tape *t, ag_tensor *x) { return ag__apply(t, &ag__op_silu, x, NULL, NULL); }
+ag_tensor *ag_maximum(ag_tape *t, ag_tensor *a, ag_tensor *b) { return ag__apply(t, &ag__op_maximum, a, b, NULL); }
+ag_tensor *ag_minimum(ag_tape *t, ag_tensor *a, ag_tensor *b) { return ag__apply(t, &ag__op_minimum, a, b, NULL); }
+ag_tensor *ag_atan2(ag_tape *t, ag_tensor *a, ag_tensor *b) { return ag__apply(t, &ag__op_atan2, a, b, NULL); }
+ag_tensor *ag_pow_tensor(ag_tape *t, ag_tensor *a, ag_tensor *b) { return ag__apply(t, &ag__op_pow_tensor, a, b, NULL); }
+
+ag_tensor *ag_where(ag_tape *t, ag_tensor *cond, ag_tensor *a, ag_tensor *b)
+{
+    return ag__apply3(t, &ag__op_where, cond, a, b, NULL);
+}
 
 /* A unary op with its scalar parameter c. */
 static ag_tensor *with_scalar(ag_tape *t, const ag_op_def *def, ag_tensor *x, double c)
@@ -318,3 +552,9 @@ ag_tensor *ag_pow(ag_tape *t, ag_tensor *x, double p) { return with_scalar(t, &a
 ag_tensor *ag_leaky_relu(ag_tape *t, ag_tensor *x, double slope) { return with_scalar(t, &ag__op_leaky_relu, x, slope); }
 ag_tensor *ag_add_scalar(ag_tape *t, ag_tensor *x, double c) { return with_scalar(t, &ag__op_add_scalar, x, c); }
 ag_tensor *ag_scale(ag_tape *t, ag_tensor *x, double c) { return with_scalar(t, &ag__op_scale, x, c); }
+ag_tensor *ag_elu(ag_tape *t, ag_tensor *x, double alpha) { return with_scalar(t, &ag__op_elu, x, alpha); }
+
+ag_tensor *ag_clamp(ag_tape *t, ag_tensor *x, double lo, double hi)
+{
+    return ag__apply(t, &ag__op_clamp, x, NULL, &(ag_attr){.scalar = lo, .scalar2 = hi});
+}
