@@ -107,19 +107,3 @@ void *ag__arena_zeros(ag_tape *t, size_t n)
         memset(p, 0, n);
     return p;
 }
-
-void *ag__scratch(ag_tape *t, size_t n)
-{
-    if (n > t->scratch_size) {
-        void *p = n <= SIZE_MAX - AG_ALIGN ? ag__alloc(n + AG_ALIGN) : NULL;
-        if (!p) {
-            arena_fail(t, AG_ERR_NOMEM, n);
-            return NULL;
-        }
-        ag__free(t->scratch, t->scratch_size + AG_ALIGN);
-        t->scratch = p;
-        t->scratch_size = n;
-    }
-    uintptr_t base = (uintptr_t)t->scratch;
-    return (void *)((base + AG_ALIGN - 1) & ~(uintptr_t)(AG_ALIGN - 1));
-}

@@ -2,25 +2,14 @@
 #ifndef AG_INTERNAL_H
 #define AG_INTERNAL_H
 
-#include "autograd.h"
+#include "base.h"
+#include "kernels/exec.h"
 
 #include <stdarg.h>
 #include <stdatomic.h>
 
-/* Put before a hot loop's function to have it compiled twice, for x86-64-v3
- * (AVX2, FMA) and for the baseline, the loader picking what the CPU runs:
- * one portable build, full vector width where there is one. GCC on x86-64
- * only; not under ThreadSanitizer, whose GCC build cannot run the loader's
- * picker before it starts. */
-#if defined(__GNUC__) && defined(__x86_64__) && !defined(__clang__) && !defined(__SANITIZE_THREAD__)
-#define AG_TARGET_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
-#else
-#define AG_TARGET_CLONES
-#endif
-
 #define AG_NAME_MAX 32
 #define AG_MSG_MAX 256
-#define AG_ALIGN 64
 #define AG_MAX_INPUTS 3
 
 /* Where a tensor's memory comes from decides who frees it. */
@@ -126,33 +115,6 @@ enum { AG_OP_COUNT = 0
 _Static_assert(AG_OP_COUNT >= 36, "ops/list.h changed: update the count here");
 extern const ag_op_def *const ag_op_table[AG_OP_COUNT];
 
-/* Allocator (alloc.c). Sizes are passed back to free, as the hook wants. */
-void *ag__alloc(size_t n);
-void *ag__calloc(size_t n);
-void ag__free(void *p, size_t n);
-
-/* ag_dtype_size for a valid dtype, inlined for the hot paths. */
-#define AG_DTYPE_SIZE(dt) ((dt) == AG_F32 ? sizeof(float) : sizeof(double))
-
-/* Size arithmetic that reports overflow by returning false. */
-static inline bool ag__mul_size(size_t a, size_t b, size_t *out)
-{
-    if (a != 0 && b > SIZE_MAX / a)
-        return false;
-    *out = a * b;
-    return true;
-}
-
-static inline bool ag__numel(const size_t *shape, size_t rank, size_t *out)
-{
-    size_t n = 1;
-    for (size_t i = 0; i < rank; i++)
-        if (!ag__mul_size(n, shape[i], &n))
-            return false;
-    *out = n;
-    return true;
-}
-
 /* The arena (arena.c) is a list of chunks kept across resets: a reset only
  * rewinds it, so a steady-state step reuses the memory of the step before
  * and calls the allocator zero times. */
@@ -166,7 +128,6 @@ typedef struct {
     ag_chunk *first, *cur;
 } ag_arena;
 
-typedef struct ag_pool ag_pool;
 
 /* A tape keeps two arenas and alternates between them at each reset, so
  * the op results of the generation before stay untouched: a handle kept
@@ -186,12 +147,7 @@ struct ag_tape {
     bool checked;            /* trace the first NaN/Inf to its op */
     atomic_bool busy;        /* checked mode: an op is running (one thread per tape) */
     uint64_t pass;           /* counts backward passes; tags work buffers */
-    size_t threads;          /* asked for; 0 = one per CPU we may use */
-    size_t cpus;             /* CPUs we may use, read when the tape is made */
-    ag_pool *pool;           /* started on first parallel op */
-    bool pool_failed;        /* it could not start: ops run on the caller */
-    void *scratch;           /* kernels' packing space, grow-only */
-    size_t scratch_size;
+    ag_exec exec;            /* threads and scratch for the kernels */
     ag_status status;
     char msg[AG_MSG_MAX];
 };
@@ -305,43 +261,11 @@ void ag__axis_split(const ag_tensor *x, int axis, size_t *outer, size_t *n, size
  * reports AG_ERR_VALUE when it is out of range. */
 ag_status ag__check_axis(ag_tape *t, ag_record *r);
 
-/* Runs a block once with T = float or T = double, as dt says: one loop
- * body serves both dtypes (with <tgmath.h>, exp(x) is expf for floats). */
-#define AG_DISPATCH(dt, T, ...)          \
-    do {                                 \
-        if ((dt) == AG_F32) {            \
-            typedef float T;             \
-            __VA_ARGS__                  \
-        } else {                         \
-            typedef double T;            \
-            __VA_ARGS__                  \
-        }                                \
-    } while (0)
 
-/* GEMM (kernels/gemm.c): C[m,n] = op(A)·op(B), or C += op(A)·op(B) when
- * accumulate, where op(A) is [m,k]: A stored [m,k], or [k,m] read
- * transposed when ta; likewise B [k,n], or [n,k] when tb. Row-major,
- * contiguous. Packing space comes from the tape's scratch. */
-ag_status ag__gemm(ag_tape *t, ag_dtype dt, bool ta, bool tb, size_t m, size_t n, size_t k,
-                   const void *A, const void *B, bool accumulate, void *C);
-/* Thread pool (kernels/pool.c). A job is n_tasks calls fn(ctx, task), spread
- * over the pool's threads and the caller; run returns when all are done. */
-typedef void (*ag_task_fn)(void *ctx, size_t task);
-ag_pool *ag__pool_new(size_t n_workers);   /* NULL on failure */
-void ag__pool_free(ag_pool *p);
-void ag__pool_run(ag_pool *p, size_t n_tasks, ag_task_fn fn, void *ctx); /* p NULL: inline */
-size_t ag__pool_threads(const ag_pool *p);  /* workers + the caller */
-/* Calls fn(ctx, lo, hi) over chunks covering [0, n), one per thread, when
- * the job is worth sharing (work: about how many elements it touches);
- * else fn(ctx, 0, n) on the calling thread. fn must give the same result
- * however [0, n) is cut: each chunk writes only its own outputs. */
-void ag__parallel_range(ag_tape *t, size_t n, size_t work, ag_range_fn fn, void *ctx);
-/* The tape's pool, started on first use; NULL when one thread is asked for
- * or none could start (work then runs on the calling thread). */
-ag_pool *ag__tape_pool(ag_tape *t);
-
-/* A grow-only buffer of at least n bytes owned by t, 64-byte aligned, kept
- * across resets (NULL with an error on t if it cannot grow). */
-void *ag__scratch(ag_tape *t, size_t n);
+/* The tape's threads for an elementwise pass (kernels/exec.h). */
+static inline void ag__parallel_range(ag_tape *t, size_t n, size_t work, ag_range_fn fn, void *ctx)
+{
+    ag__exec_range(&t->exec, n, work, fn, ctx);
+}
 
 #endif

@@ -1,20 +1,9 @@
 /* tape.c: the tape's life cycle and settings, the sticky status, the
  * handles an op accepts, and recording an op. */
-#define _POSIX_C_SOURCE 200809L /* sysconf */
-#if defined(__linux__)
-#define _GNU_SOURCE /* sched_getaffinity: the CPUs this process may run on */
-#include <sched.h>
-#endif
 #include "internal.h"
-
-#include <unistd.h>
 
 #include <math.h>
 #include <string.h>
-
-/* More threads than this is a mistake (2^61 has been asked for), not a
- * machine: the count is capped here. */
-#define AG_MAX_THREADS 1024
 
 /* Generation stamps, unique across every tape of the process: a handle
  * compares its stamp with its tape's, and a leaf remembers the last
@@ -26,20 +15,6 @@ static uint64_t new_stamp(void)
     return atomic_fetch_add_explicit(&next_stamp, 1, memory_order_relaxed);
 }
 
-/* The CPUs this process may run on: under taskset or a cpuset that is
- * fewer than the machine has, and a thread per online CPU would make the
- * pool's threads wait on each other. */
-static size_t usable_cpus(void)
-{
-#if defined(__linux__)
-    cpu_set_t set;
-    if (sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) > 0)
-        return (size_t)CPU_COUNT(&set);
-#endif
-    long n = sysconf(_SC_NPROCESSORS_ONLN);
-    return n > 0 ? (size_t)n : 1;
-}
-
 ag_tape *ag_tape_new(void)
 {
     ag_tape *t = ag__calloc(sizeof *t);
@@ -47,7 +22,7 @@ ag_tape *ag_tape_new(void)
         t->arena = &t->arenas[0];
         t->stamp = new_stamp();
         t->recording = true;
-        t->cpus = usable_cpus();
+        ag__exec_init(&t->exec);
         atomic_init(&t->busy, false);
     }
     return t;
@@ -70,8 +45,7 @@ void ag_tape_free(ag_tape *t)
     ag__arena_free(&t->arenas[1]);
     ag__free(t->recs, t->cap_recs * sizeof *t->recs);
     ag__free(t->leaves, t->cap_leaves * sizeof *t->leaves);
-    ag__free(t->scratch, t->scratch_size + AG_ALIGN);
-    ag__pool_free(t->pool);
+    ag__exec_free(&t->exec);
     ag__free(t, sizeof *t);
 }
 
@@ -101,40 +75,26 @@ bool ag_tape_set_recording(ag_tape *t, bool on)
 
 bool ag_tape_recording(const ag_tape *t) { return t && t->recording; }
 
-/* The count the pool starts with (or has). */
-static size_t planned_threads(const ag_tape *t)
-{
-    size_t n = t->threads ? t->threads : t->cpus;
-    return n < AG_MAX_THREADS ? n : AG_MAX_THREADS;
-}
-
 size_t ag_tape_threads(const ag_tape *t)
 {
-    if (!t)
-        return 0;
-    if (t->pool)
-        return ag__pool_threads(t->pool);
-    return t->pool_failed ? 1 : planned_threads(t);
+    return t ? ag__exec_threads(&t->exec) : 0;
 }
 
 void ag_tape_set_threads(ag_tape *t, size_t n)
 {
-    if (!t || n == t->threads)
-        return;
-    ag__pool_free(t->pool); /* the next parallel op starts one of the new size */
-    t->pool = NULL;
-    t->pool_failed = false;
-    t->threads = n;
+    if (t)
+        ag__exec_set_threads(&t->exec, n);
 }
 
-ag_pool *ag__tape_pool(ag_tape *t)
+void ag_parallel_for(ag_tape *t, size_t n, ag_range_fn fn, void *ctx)
 {
-    size_t n = planned_threads(t);
-    if (n > 1 && !t->pool && !t->pool_failed) {
-        t->pool = ag__pool_new(n - 1);
-        t->pool_failed = !t->pool;
+    if (!fn)
+        return;
+    if (!t) {
+        fn(ctx, 0, n);
+        return;
     }
-    return n > 1 ? t->pool : NULL;
+    ag__exec_range(&t->exec, n, n, fn, ctx);
 }
 
 bool ag_tape_set_checked(ag_tape *t, bool on)

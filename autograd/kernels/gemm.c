@@ -2,7 +2,7 @@
  * backward products. Large products run the packed, cache-blocked kernels
  * of gemm_impl.h; tiny ones a plain loop, where packing would cost more
  * than it saves. */
-#include "../internal.h"
+#include "exec.h"
 
 #include <string.h>
 
@@ -126,7 +126,7 @@ static void gemm_stripe(void *ctx, size_t task)
 /* Products of at most this many multiply-adds take the plain loop. */
 #define GEMM_SMALL_MAX 512
 
-ag_status ag__gemm(ag_tape *t, ag_dtype dt, bool ta, bool tb, size_t m, size_t n, size_t k,
+ag_status ag__gemm(ag_exec *x, ag_dtype dt, bool ta, bool tb, size_t m, size_t n, size_t k,
                    const void *A, const void *B, bool accumulate, void *C)
 {
     size_t es = ag_dtype_size(dt);
@@ -138,7 +138,7 @@ ag_status ag__gemm(ag_tape *t, ag_dtype dt, bool ta, bool tb, size_t m, size_t n
         gemm_small(dt, m, n, k, &j.A, &j.B, C);
         return AG_OK;
     }
-    ag_pool *pool = m * n * k >= GEMM_PARALLEL_MIN ? ag__tape_pool(t) : NULL;
+    ag_pool *pool = m * n * k >= GEMM_PARALLEL_MIN ? ag__exec_pool(x) : NULL;
     size_t unit_cols = 2 * 32 / es; /* NR: two 32-byte vectors */
     size_t tasks = ag__pool_threads(pool), unit = j.by_rows ? GEMM_MR : unit_cols;
     size_t len = j.by_rows ? m : n, units = (len + unit - 1) / unit;
@@ -148,8 +148,8 @@ ag_status ag__gemm(ag_tape *t, ag_dtype dt, bool ta, bool tb, size_t m, size_t n
     tasks = (len + j.stripe - 1) / j.stripe;
     size_t rows = j.by_rows ? j.stripe : m, cols = j.by_rows ? n : j.stripe;
     j.scratch_bytes = round_up(scratch_elems(rows, cols, k, unit_cols, &j.b_elems) * es, AG_ALIGN);
-    if (!(j.scratch = ag__scratch(t, tasks * j.scratch_bytes)))
-        return ag_tape_status(t);
+    if (!(j.scratch = ag__exec_scratch(x, tasks * j.scratch_bytes)))
+        return AG_ERR_NOMEM;
     ag__pool_run(pool, tasks, gemm_stripe, &j);
     return AG_OK;
 }

@@ -9,7 +9,7 @@
 /* POSIX for the ThreadSanitizer build, whose <threads.h> is a pthreads shim
  * (tests/tsan/threads.h); the C11 threads used here need nothing more. */
 #define _POSIX_C_SOURCE 200809L
-#include "../internal.h"
+#include "exec.h"
 
 #include <stdatomic.h>
 #include <threads.h>
@@ -145,49 +145,4 @@ void ag__pool_run(ag_pool *p, size_t n_tasks, ag_task_fn fn, void *ctx)
     while (atomic_load(&p->finished) < n_tasks)
         cnd_wait(&p->done, &p->mu);
     mtx_unlock(&p->mu);
-}
-
-/* ------------------------------------------------------------ ranges */
-
-/* Below this many elements an elementwise pass stays on the calling thread:
- * it takes a few microseconds, about what handing out a job costs. */
-#define RANGE_PARALLEL_MIN ((size_t)1 << 14)
-enum { RANGE_ALIGN = 16 }; /* chunk edges on 64-byte lines for f32 */
-
-typedef struct {
-    ag_range_fn fn;
-    void *ctx;
-    size_t n, chunk;
-} range_job;
-
-static void range_task(void *ctx, size_t task)
-{
-    const range_job *j = ctx;
-    size_t lo = task * j->chunk, hi = lo + j->chunk < j->n ? lo + j->chunk : j->n;
-    j->fn(j->ctx, lo, hi);
-}
-
-void ag__parallel_range(ag_tape *t, size_t n, size_t work, ag_range_fn fn, void *ctx)
-{
-    ag_pool *pool = work >= RANGE_PARALLEL_MIN ? ag__tape_pool(t) : NULL;
-    size_t threads = ag__pool_threads(pool);
-    if (threads < 2 || n < 2 * RANGE_ALIGN) {
-        fn(ctx, 0, n);
-        return;
-    }
-    size_t chunk = (n + threads - 1) / threads;
-    chunk = (chunk + RANGE_ALIGN - 1) / RANGE_ALIGN * RANGE_ALIGN;
-    range_job j = {fn, ctx, n, chunk};
-    ag__pool_run(pool, (n + chunk - 1) / chunk, range_task, &j);
-}
-
-void ag_parallel_for(ag_tape *t, size_t n, ag_range_fn fn, void *ctx)
-{
-    if (!fn)
-        return;
-    if (!t) {
-        fn(ctx, 0, n);
-        return;
-    }
-    ag__parallel_range(t, n, n, fn, ctx);
 }

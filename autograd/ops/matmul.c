@@ -120,6 +120,17 @@ static ag_status matmul_shape(ag_tape *t, ag_record *r, ag_tensor *out)
     return AG_OK;
 }
 
+/* One product on the tape's threads; the kernel's only failure, packing
+ * space that cannot grow, is reported as the op's. */
+static ag_status gemm(ag_tape *t, ag_dtype dt, bool ta, bool tb, size_t m, size_t n, size_t k,
+                      const void *A, const void *B, bool accumulate, void *C)
+{
+    if (ag__gemm(&t->exec, dt, ta, tb, m, n, k, A, B, accumulate, C) == AG_OK)
+        return AG_OK;
+    return ag__error(t, AG_ERR_NOMEM, "ag_matmul%s: out of memory for the packing space of a "
+                     "[%zu,%zu]·[%zu,%zu] product", t->in_backward ? " backward" : "", m, k, k, n);
+}
+
 static ag_status matmul_forward(ag_tape *t, ag_record *r)
 {
     const ag_tensor *a = r->in[0], *b = r->in[1];
@@ -130,7 +141,7 @@ static ag_status matmul_forward(ag_tape *t, ag_record *r)
     char *Y = r->out->data;
     ag_status s = AG_OK;
     for (size_t i = 0; i < d.batch && s == AG_OK; i++, next_entry(&d, idx, &oa, &ob))
-        s = ag__gemm(t, a->dtype, false, false, d.m, d.n, d.k, A + oa * es, B + ob * es, false,
+        s = gemm(t, a->dtype, false, false, d.m, d.n, d.k, A + oa * es, B + ob * es, false,
                      Y + i * d.m * d.n * es);
     return s;
 }
@@ -147,9 +158,9 @@ static ag_status matmul_backward(ag_tape *t, const ag_record *r, const void *gou
     for (size_t i = 0; i < d.batch && s == AG_OK; i++, next_entry(&d, idx, &oa, &ob)) {
         const char *gy = GY + i * d.m * d.n * es;
         if (GA) /* ga += gy · b^T */
-            s = ag__gemm(t, a->dtype, false, true, d.m, d.k, d.n, gy, B + ob * es, true, GA + oa * es);
+            s = gemm(t, a->dtype, false, true, d.m, d.k, d.n, gy, B + ob * es, true, GA + oa * es);
         if (GB && s == AG_OK) /* gb += a^T · gy */
-            s = ag__gemm(t, a->dtype, true, false, d.k, d.n, d.m, A + oa * es, gy, true, GB + ob * es);
+            s = gemm(t, a->dtype, true, false, d.k, d.n, d.m, A + oa * es, gy, true, GB + ob * es);
     }
     return s;
 }
