@@ -16,19 +16,6 @@
 #define AG_TARGET_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
 #else
 #define AG_TARGET_CLONES
-/* Runs a block once with T = float or T = double, as dt says: one loop
- * body serves both dtypes (with <tgmath.h>, exp(x) is expf for floats). */
-#define AG_DISPATCH(dt, T, ...)          \
-    do {                                 \
-        if ((dt) == AG_F32) {            \
-            typedef float T;             \
-            __VA_ARGS__                  \
-        } else {                         \
-            typedef double T;            \
-            __VA_ARGS__                  \
-        }                                \
-    } while (0)
-
 #endif
 
 
