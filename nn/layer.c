@@ -57,10 +57,9 @@ static bool dense_args_ok(ag_tape *t, ag_tensor *x, ag_tensor *W, ag_tensor *b, 
         return false;
     }
     size_t n_in = ag_tensor_shape(W)[0], n_out = ag_tensor_shape(W)[1], rank = ag_tensor_rank(x);
-    if (rank < 2 || rank > 3 || ag_tensor_shape(x)[rank - 1] != n_in) {
-        ag_tape_fail(t, AG_ERR_SHAPE, "%s: W is %s, so x must be [m, %zu] or [B, m, %zu]; x is %s",
-                     fn, nn__shape_str(W, ws, sizeof ws), n_in, n_in,
-                     nn__shape_str(x, xs, sizeof xs));
+    if (rank == 0 || ag_tensor_shape(x)[rank - 1] != n_in) {
+        ag_tape_fail(t, AG_ERR_SHAPE, "%s: W is %s, so x must be [m, %zu]; x is %s", fn,
+                     nn__shape_str(W, ws, sizeof ws), n_in, nn__shape_str(x, xs, sizeof xs));
         return false;
     }
     if (b && (ag_tensor_rank(b) != 1 || ag_tensor_shape(b)[0] != n_out)) {

@@ -254,9 +254,10 @@ ag_status nn_mlp_init(nn_mlp *net, nn_init init, uint64_t seed, nn_error *err)
     return nn__ok(err);
 }
 
-/* x must be a live handle, [m, n_in] or [B, m, n_in] of the model's dtype:
- * checked here so the message names the layer and the width the model
- * expects, rather than the matmul's operands. */
+/* x must be a live handle of the model's dtype whose last axis holds n_in
+ * inputs ([m, n_in]; a row [n_in] and batches [.., m, n_in] work as in
+ * ag_matmul): checked here so the message names the layer and the width
+ * the model expects, rather than the matmul's operands. */
 static bool check_input(const nn_mlp *net, ag_tape *t, ag_tensor *x)
 {
     const char *fn = "nn_mlp_forward";
@@ -269,10 +270,9 @@ static bool check_input(const nn_mlp *net, ag_tape *t, ag_tensor *x)
                      ag_dtype_name(net->spec.dtype), ag_dtype_name(ag_tensor_dtype(x)));
         return false;
     }
-    if (rank != 2 && rank != 3) {
-        ag_tape_fail(t, AG_ERR_SHAPE, "%s: x is %s; layer 0 expects [m, %zu] (a batch of m rows "
-                     "of %zu inputs) or [B, m, %zu]", fn, nn__shape_str(x, xs, sizeof xs), n_in,
-                     n_in, n_in);
+    if (rank == 0) {
+        ag_tape_fail(t, AG_ERR_SHAPE, "%s: x is a scalar; layer 0 expects [m, %zu] (a batch of "
+                     "m rows of %zu inputs)", fn, n_in, n_in);
         return false;
     }
     if (ag_tensor_shape(x)[rank - 1] != n_in) {

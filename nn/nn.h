@@ -65,14 +65,15 @@ typedef struct {
     ag_tensor *a; /* act(z); the same tensor as z for NN_IDENTITY */
 } nn_tap;
 
-/* An op: the dense layer a = act(x·W + b), x [m, n_in] (or [B, m, n_in]),
- * W [n_in, n_out], b [n_out] (or NULL for no bias). When tap is not NULL it
- * receives z and a (NULL on failure) and z's gradient is retained. Returns
- * a [m, n_out] on the tape, or NULL with the tape's status set before
- * anything is recorded: AG_ERR_NULL / AG_ERR_STATE (x, W or b NULL, stale,
- * freed or from another tape, as for an op), AG_ERR_SHAPE ("nn_dense: W is
- * [4,2], so x must be [m, 4] or [B, m, 4]; x is [5,3]", W not rank 2, b not
- * [n_out]), AG_ERR_DTYPE (x or b not of W's dtype), AG_ERR_VALUE (act). */
+/* An op: the dense layer a = act(x·W + b), x [m, n_in] (a row [n_in] and
+ * batches [.., m, n_in] work as in ag_matmul), W [n_in, n_out], b [n_out]
+ * (or NULL for no bias). When tap is not NULL it receives z and a (NULL on
+ * failure) and z's gradient is retained. Returns a [m, n_out] on the tape,
+ * or NULL with the tape's status set before anything is recorded:
+ * AG_ERR_NULL / AG_ERR_STATE (x, W or b NULL, stale, freed or from another
+ * tape, as for an op), AG_ERR_SHAPE ("nn_dense: W is [4,2], so x must be
+ * [m, 4]; x is [5,3]", W not rank 2, b not [n_out]), AG_ERR_DTYPE (x or b
+ * not of W's dtype), AG_ERR_VALUE (act). */
 ag_tensor *nn_dense(ag_tape *t, ag_tensor *x, ag_tensor *W, ag_tensor *b,
                     nn_act act, double slope, nn_tap *tap);
 
@@ -142,13 +143,14 @@ size_t nn_mlp_param_count(const nn_mlp *net);
 ag_status nn_mlp_init(nn_mlp *net, nn_init init, uint64_t seed, nn_error *err);
 /* Sets every gradient of the model to 0 (one memset). NULL is a no-op. */
 void nn_mlp_zero_grad(nn_mlp *net);
-/* An op: the output [m, n_out] of x [m, n_in] (or [B, m, n_in]) through
- * every layer, on t. taps is NULL, or an array of n_taps >= n_layers
- * entries filled per layer (see nn_tap). NULL with the tape's status set:
- * AG_ERR_NULL (net or x), AG_ERR_STATE (x stale, freed or from another
- * tape), AG_ERR_VALUE (n_taps < n_layers, naming both),
- * AG_ERR_DTYPE (x not of the model's dtype), AG_ERR_SHAPE (x's rank, or its
- * width: "nn_mlp_forward: layer 0 expects 3 inputs, x is [5,4]"). */
+/* An op: the output [m, n_out] of x [m, n_in] (a row [n_in] and batches
+ * [.., m, n_in] work too) through every layer, on t. taps is NULL, or an
+ * array of n_taps >= n_layers entries filled per layer (see nn_tap). NULL
+ * with the tape's status set: AG_ERR_NULL (net or x), AG_ERR_STATE (x
+ * stale, freed or from another tape), AG_ERR_VALUE (n_taps < n_layers,
+ * naming both; nothing is written into taps), AG_ERR_DTYPE (x not of the
+ * model's dtype), AG_ERR_SHAPE (x a scalar, or its width: "nn_mlp_forward:
+ * layer 0 expects 3 inputs, x is [5,4]"). */
 ag_tensor *nn_mlp_forward(nn_mlp *net, ag_tape *t, ag_tensor *x, nn_tap *taps, size_t n_taps);
 /* Prints "mlp 64-30-10 (sigmoid, sigmoid) f32, 2260 parameters" and one line
  * per parameter with its name and shape. Errors: AG_ERR_NULL, AG_ERR_IO. */

@@ -273,17 +273,18 @@ Test(nn_mlp, forward_errors_name_the_layer_and_what_it_expects)
     ag_tensor *x64 = ag_zeros(AG_F64, AG_SHAPE(5, 3));
     ag_tensor *v = ag_zeros(AG_F32, AG_SHAPE(3));
     ag_tensor *r4 = ag_zeros(AG_F32, AG_SHAPE(2, 2, 5, 3));
+    ag_tensor *w4 = ag_zeros(AG_F32, AG_SHAPE(2, 2, 5, 4));
+    ag_tensor *s0 = ag_scalar(AG_F32, 1);
     ag_tensor *ok = ag_zeros(AG_F32, AG_SHAPE(5, 3));
     EXPECT_TAPE_ERROR(t, nn_mlp_forward(net, t, x, NULL, 0), AG_ERR_SHAPE,
                       "nn_mlp_forward: layer 0 expects 3 inputs, x is [5,4]");
     EXPECT_TAPE_ERROR(t, nn_mlp_forward(net, t, x64, NULL, 0), AG_ERR_DTYPE,
                       "nn_mlp_forward: the model is f32, x is f64 (convert with ag_cast)");
-    EXPECT_TAPE_ERROR(t, nn_mlp_forward(net, t, v, NULL, 0), AG_ERR_SHAPE,
-                      "nn_mlp_forward: x is [3]; layer 0 expects [m, 3] (a batch of m rows of 3 "
-                      "inputs) or [B, m, 3]");
-    EXPECT_TAPE_ERROR(t, nn_mlp_forward(net, t, r4, NULL, 0), AG_ERR_SHAPE,
-                      "nn_mlp_forward: x is [2,2,5,3]; layer 0 expects [m, 3] (a batch of m rows "
-                      "of 3 inputs) or [B, m, 3]");
+    EXPECT_TAPE_ERROR(t, nn_mlp_forward(net, t, s0, NULL, 0), AG_ERR_SHAPE,
+                      "nn_mlp_forward: x is a scalar; layer 0 expects [m, 3] (a batch of m rows "
+                      "of 3 inputs)");
+    EXPECT_TAPE_ERROR(t, nn_mlp_forward(net, t, w4, NULL, 0), AG_ERR_SHAPE,
+                      "nn_mlp_forward: layer 0 expects 3 inputs, x is [2,2,5,4]");
     EXPECT_TAPE_ERROR(t, nn_mlp_forward(net, t, NULL, NULL, 0), AG_ERR_NULL,
                       "nn_mlp_forward: x is NULL");
     EXPECT_TAPE_ERROR(t, nn_mlp_forward(NULL, t, ok, NULL, 0), AG_ERR_NULL,
@@ -302,11 +303,13 @@ Test(nn_mlp, forward_errors_name_the_layer_and_what_it_expects)
     cr_expect_not_null(taps[1].z);
     cr_expect_null(taps[2].z, "entries past the layers are left alone");
     cr_expect_not_null(nn_mlp_forward(net, t, ok, NULL, 7), "n_taps is ignored without taps");
-    ag_tensor *batched = ag_zeros(AG_F32, AG_SHAPE(2, 5, 3));
-    ag_tensor *y = nn_mlp_forward(net, t, batched, NULL, 0);
-    cr_assert_not_null(y, "[B, m, n_in]: %s", ag_tape_error(t));
-    cr_expect_eq(ag_tensor_rank(y), 3);
-    cr_expect_eq(ag_tensor_shape(y)[2], 2);
+    /* a row [n_in] and batches [.., m, n_in] work, as ag_matmul's operands */
+    ag_tensor *y = nn_mlp_forward(net, t, v, NULL, 0);
+    cr_assert_not_null(y, "[n_in]: %s", ag_tape_error(t));
+    cr_expect(ag_tensor_rank(y) == 1 && ag_tensor_shape(y)[0] == 2);
+    y = nn_mlp_forward(net, t, r4, NULL, 0);
+    cr_assert_not_null(y, "[2,2,5,n_in]: %s", ag_tape_error(t));
+    cr_expect(ag_tensor_rank(y) == 4 && ag_tensor_shape(y)[2] == 5 && ag_tensor_shape(y)[3] == 2);
     /* handles the engine would refuse are refused under the layer's name */
     ag_tensor *stale = ag_scale(t, ok, 2);
     cr_assert_not_null(stale);
@@ -318,7 +321,7 @@ Test(nn_mlp, forward_errors_name_the_layer_and_what_it_expects)
                       "nn_mlp_forward: layer 0 expects 3 inputs, x is [5,4]");
     cr_expect_null(nn_mlp_forward(net, t, x64, NULL, 0));
     cr_expect_str_eq(ag_tape_error(t), "nn_mlp_forward: layer 0 expects 3 inputs, x is [5,4]");
-    ag_tensor *all[] = {x, x64, v, r4, ok, batched};
+    ag_tensor *all[] = {x, x64, v, r4, w4, s0, ok};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
         ag_tensor_free(all[i]);
     ag_tape_free(t);
@@ -339,7 +342,7 @@ Test(nn_mlp, dense_errors_name_the_layer_shapes)
     ag_tensor *x4 = ag_zeros(AG_F64, AG_SHAPE(5, 4));
     nn_tap tap = {x, x};
     EXPECT_TAPE_ERROR(t, nn_dense(t, x, W, b, NN_RELU, 0, &tap), AG_ERR_SHAPE,
-                      "nn_dense: W is [4,2], so x must be [m, 4] or [B, m, 4]; x is [5,3]");
+                      "nn_dense: W is [4,2], so x must be [m, 4]; x is [5,3]");
     cr_expect(tap.z == NULL && tap.a == NULL, "the tap is cleared on failure");
     cr_expect_eq(ag_tape_size(t), 0, "nothing recorded");
     EXPECT_TAPE_ERROR(t, nn_dense(t, x4, W1, NULL, NN_RELU, 0, NULL), AG_ERR_SHAPE,
