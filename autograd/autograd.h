@@ -234,6 +234,24 @@ ag_status ag_backward_seed(ag_tape *t, ag_tensor *y, const ag_tensor *seed);
  * before backward. A no-op for leaves and NULL. */
 void ag_retain_grad(ag_tensor *x);
 
+/* ag_gradients flag: record the backward pass itself, so that the
+ * gradients can enter further ops and be differentiated again. */
+#define AG_CREATE_GRAPH 1u
+
+/* The gradients dy/dx of a one-element y with respect to inputs[0..n)
+ * (leaves or op results that require grad), as new tensors on t: grads[i]
+ * has inputs[i]'s shape (zeros when y does not depend on it). Leaves' own
+ * grads are left untouched. Without AG_CREATE_GRAPH the fused kernels of
+ * ag_backward compute them and they are constants; with it the backward is
+ * recorded with the engine's ops (as PyTorch's create_graph=True): a
+ * gradient is an ordinary tensor that can be reduced and differentiated
+ * again, to any order (Hessian-vector products, Newton steps, gradient
+ * penalties). Returns the tape's status; errors as ag_backward, and
+ * AG_ERR_STATE for an input that does not require grad or, with
+ * AG_CREATE_GRAPH, a tape that does not record. */
+ag_status ag_gradients(ag_tape *t, ag_tensor *y, size_t n, ag_tensor *const *inputs,
+                       ag_tensor **grads, unsigned flags);
+
 /* Writes the recorded graph as Graphviz DOT: one node per tensor (name or
  * op, shape, dtype; double border if it holds a grad), one edge per input. */
 ag_status ag_tape_dot(const ag_tape *t, FILE *out);

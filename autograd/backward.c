@@ -14,13 +14,29 @@ static void zero_bytes(void *ctx, size_t lo, size_t hi)
     memset((unsigned char *)ctx + lo, 0, hi - lo);
 }
 
-/* The buffer that receives x's gradient in the current pass: a leaf's own
- * grad, or an op result's work buffer, zeroed on first use in this pass
- * (by all threads when it is large). */
+/* grad_target's answer for a leaf whose gradient nobody wants. */
+static char not_wanted;
+#define NOT_WANTED ((void *)&not_wanted)
+
+/* The buffer that receives a leaf's gradient: its own grad, or when
+ * ag_gradients asks for some leaves, theirs (NOT_WANTED for the rest). */
+static void *leaf_target(const ag_tape *t, const ag_tensor *x)
+{
+    if (!t->want)
+        return x->grad;
+    for (size_t i = 0; i < t->n_want; i++)
+        if (t->want[i] == x)
+            return t->want_buf[i];
+    return NOT_WANTED;
+}
+
+/* The buffer that receives x's gradient in the current pass: a leaf's
+ * (see leaf_target), or an op result's work buffer, zeroed on first use in
+ * this pass (by all threads when it is large). */
 static void *grad_target(ag_tape *t, ag_tensor *x)
 {
     if (x->origin != AG_TAPE)
-        return x->grad;
+        return leaf_target(t, x);
     if (x->work_pass != t->pass) {
         size_t bytes = x->numel * AG_DTYPE_SIZE(x->dtype);
         if (!x->work && !(x->work = ag__arena_alloc(t, bytes)))
@@ -69,9 +85,12 @@ static ag_status replay(ag_tape *t)
         const ag_op_def *def = r->def;
         void *gin[AG_MAX_INPUTS] = {NULL};
         for (int i = 0; i < def->arity; i++)
-            if (r->in[i]->requires_grad && r->in[i]->numel &&
-                !(gin[i] = grad_target(t, r->in[i])))
-                return t->status;
+            if (r->in[i]->requires_grad && r->in[i]->numel) {
+                void *p = grad_target(t, r->in[i]);
+                if (!p)
+                    return t->status;
+                gin[i] = p == NOT_WANTED ? NULL : p;
+            }
         if (!gin[0] && !gin[1] && !gin[2])
             continue; /* e.g. requires_grad was turned off after recording */
         if (def->backward(t, r, out->work, gin) != AG_OK)
@@ -87,7 +106,7 @@ static ag_status replay(ag_tape *t)
     return t->status;
 }
 
-static ag_status backward_check(ag_tape *t, ag_tensor *y, const char *fn)
+ag_status ag__backward_check(ag_tape *t, ag_tensor *y, const char *fn)
 {
     if (!t)
         return AG_ERR_NULL;
@@ -102,14 +121,14 @@ static ag_status backward_check(ag_tape *t, ag_tensor *y, const char *fn)
     return AG_OK;
 }
 
-/* Seeds y's gradient with seed (y's shape and dtype) and replays the tape. */
-static ag_status backward_from(ag_tape *t, ag_tensor *y, const void *seed)
+ag_status ag__backward_run(ag_tape *t, ag_tensor *y, const void *seed)
 {
     t->pass++;
     void *g = grad_target(t, y);
     if (!g && y->numel)
         return t->status;
-    add_into(y->dtype, y->numel, g, seed);
+    if (g != NOT_WANTED)
+        add_into(y->dtype, y->numel, g, seed);
     if (y->origin != AG_TAPE)
         return AG_OK;
     t->in_backward = true;
@@ -122,18 +141,18 @@ static ag_status backward_from(ag_tape *t, ag_tensor *y, const void *seed)
 static ag_status backward_guarded(ag_tape *t, ag_tensor *y, const void *seed)
 {
     if (!t->checked)
-        return backward_from(t, y, seed);
+        return ag__backward_run(t, y, seed);
     if (atomic_exchange(&t->busy, true))
         return ag__error(t, AG_ERR_STATE, "ag_backward: the tape is in use by another thread "
                          "(a tape belongs to one thread at a time)");
-    ag_status s = backward_from(t, y, seed);
+    ag_status s = ag__backward_run(t, y, seed);
     atomic_store(&t->busy, false);
     return s;
 }
 
 ag_status ag_backward_seed(ag_tape *t, ag_tensor *y, const ag_tensor *seed)
 {
-    ag_status s = backward_check(t, y, "ag_backward_seed");
+    ag_status s = ag__backward_check(t, y, "ag_backward_seed");
     if (s != AG_OK)
         return s;
     if (!ag__take(t, (ag_tensor *)seed, "ag_backward_seed", "seed"))
@@ -149,7 +168,7 @@ ag_status ag_backward_seed(ag_tape *t, ag_tensor *y, const ag_tensor *seed)
 
 ag_status ag_backward(ag_tape *t, ag_tensor *y)
 {
-    ag_status s = backward_check(t, y, "ag_backward");
+    ag_status s = ag__backward_check(t, y, "ag_backward");
     if (s != AG_OK)
         return s;
     if (y->numel != 1) {

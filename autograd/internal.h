@@ -98,6 +98,14 @@ struct ag_op_def {
     ag_status (*shape)(ag_tape *t, ag_record *r, ag_tensor *out);
     ag_status (*forward)(ag_tape *t, ag_record *r);
     ag_status (*backward)(ag_tape *t, const ag_record *r, const void *gout, void *gin[]);
+    /* The same backward written in the engine's own ops, so that it is
+     * recorded and can be differentiated again (ag_gradients with
+     * AG_CREATE_GRAPH): for each input i with need[i], gin[i] receives
+     * the gradient dL/d(input i) as a tape tensor of that input's shape
+     * (or stays NULL when it is zero), given g = dL/d(out). r is a copy:
+     * the ops it runs may move the tape's records. */
+    ag_status (*grad_graph)(ag_tape *t, const ag_record *r, ag_tensor *g, const bool need[],
+                            ag_tensor *gin[]);
 };
 
 /* The ops (ops/list.h): a definition per op and the table of all. */
@@ -141,6 +149,11 @@ struct ag_tape {
     size_t n_leaves, cap_leaves;
     const ag_record *active; /* the op being run, for out-of-memory messages */
     bool in_backward;
+    /* ag_gradients without a graph: the leaves whose gradients are wanted
+     * and the buffers that receive them (other leaves are left alone). */
+    ag_tensor *const *want;
+    void **want_buf;
+    size_t n_want;
     bool recording;
     bool checked;            /* trace the first NaN/Inf to its op */
     atomic_bool busy;        /* checked mode: an op is running (one thread per tape) */
@@ -224,6 +237,19 @@ static inline ag_tensor *ag__apply(ag_tape *t, const ag_op_def *def, ag_tensor *
 {
     return ag__apply3(t, def, a, b, NULL, attr);
 }
+/* A tensor on t that no op made and no gradient reaches (a seed, a mask, a
+ * constant of a recorded backward): its data (numel elements of dt,
+ * uninitialised) is the caller's to fill. NULL with an error on t. */
+ag_tensor *ag__tape_tensor(ag_tape *t, ag_dtype dt, const size_t *shape, size_t rank);
+/* g summed down to the shape of x, over the axes numpy broadcasting added
+ * or stretched (a recorded op, so it differentiates again); g itself when
+ * the shapes match. */
+ag_tensor *ag__sum_to(ag_tape *t, ag_tensor *g, const ag_tensor *x);
+/* Backward (backward.c): checks that backward may start from y on t. */
+ag_status ag__backward_check(ag_tape *t, ag_tensor *y, const char *fn);
+/* Seeds y's gradient with seed (y's shape and dtype) and replays the tape
+ * with the fused kernels, into leaves' grads (or t->want's buffers). */
+ag_status ag__backward_run(ag_tape *t, ag_tensor *y, const void *seed);
 /* "[3,4] 'W1', [4]": the inputs of r with the names users gave them. */
 const char *ag__describe_inputs(const ag_record *r, char *buf, size_t cap);
 /* Checks a tensor handle given to fn as its argument `arg` before t uses

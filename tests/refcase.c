@@ -148,8 +148,8 @@ static bool parse_line(reader *r, const char *le, ref_file *f, ref_case **cur)
         *cur = NULL;
         return true;
     }
-    static const char *kinds[] = {"input", "const", "step", "value", "grad"};
-    for (int k = 0; k < 5; k++) {
+    static const char *kinds[] = {"input", "const", "step", "value", "grad", "dir", "hvp"};
+    for (int k = 0; k < 7; k++) {
         if (strcmp(w, kinds[k]) != 0)
             continue;
         if (!push((void **)&(*cur)->lines, &(*cur)->n, sizeof(ref_line)))
@@ -342,17 +342,24 @@ static bool bind(env *e, const char *name, ag_tensor *x)
     return true;
 }
 
-static void run_lines(env *e, const ref_case *c, double tol)
+static void fail_with(env *e, const char *what, const char *why)
+{
+    e->res.passed = false;
+    snprintf(e->res.what, sizeof e->res.what, "%s: %s", what, why);
+}
+
+/* The forward: leaves, steps and the value; returns the final step. */
+static ag_tensor *run_forward(env *e, const ref_case *c, double tol)
 {
     ag_tensor *last = NULL;
     for (size_t i = 0; i < c->n && e->res.passed; i++) {
         const ref_line *l = &c->lines[i];
-        if (l->kind == REF_INPUT || l->kind == REF_CONST) {
-            ag_tensor *x = make_leaf(e, l);
-            if (!x || !bind(e, l->name, x)) {
+        if (l->kind == REF_INPUT || l->kind == REF_CONST || l->kind == REF_DIR) {
+            ag_tensor *x = l->kind == REF_DIR ? NULL : make_leaf(e, l);
+            if (l->kind != REF_DIR && (!x || !bind(e, l->name, x))) {
                 ag_tensor_free(x);
-                e->res.passed = false;
                 snprintf(e->res.what, sizeof e->res.what, "line %d: cannot make tensor", l->line);
+                e->res.passed = false;
             }
         } else if (l->kind == REF_STEP) {
             last = run_step(e, l);
@@ -360,17 +367,110 @@ static void run_lines(env *e, const ref_case *c, double tol)
                 e->res.passed = false;
         } else if (l->kind == REF_VALUE) {
             compare(e, l, lookup(e, l->name), false, tol);
-            if (e->res.passed && last && ag_backward(e->tape, last) != AG_OK) {
-                e->res.passed = false;
-                snprintf(e->res.what, sizeof e->res.what, "backward: %s", ag_tape_error(e->tape));
-            }
-        } else {
-            compare(e, l, lookup(e, l->name), true, tol);
         }
+    }
+    return last;
+}
+
+/* The case's inputs (its input lines, in order), at most REF_MAX_INPUTS. */
+#define REF_MAX_INPUTS 16
+static size_t case_inputs(env *e, const ref_case *c, ag_tensor **x, const ref_line **lines)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < c->n && n < REF_MAX_INPUTS; i++)
+        if (c->lines[i].kind == REF_INPUT) {
+            lines[n] = &c->lines[i];
+            x[n++] = lookup(e, c->lines[i].name);
+        }
+    return n;
+}
+
+/* The line of kind k for input name, or NULL. */
+static const ref_line *line_for(const ref_case *c, ref_kind k, const char *name)
+{
+    for (size_t i = 0; i < c->n; i++)
+        if (c->lines[i].kind == k && strcmp(c->lines[i].name, name) == 0)
+            return &c->lines[i];
+    return NULL;
+}
+
+/* A direction line as a constant leaf of the run's dtype (bound, so freed). */
+static ag_tensor *direction(env *e, const ref_line *l)
+{
+    ref_line as_const = *l;
+    as_const.kind = REF_CONST;
+    ag_tensor *d = make_leaf(e, &as_const);
+    if (d && !bind(e, "", d)) {
+        ag_tensor_free(d);
+        d = NULL;
+    }
+    return d;
+}
+
+/* Σ_i sum(g_i · dir_i) backward: each input's grad is then its hvp. */
+static void check_hvp(env *e, const ref_case *c, size_t n, ag_tensor **x, const ref_line **in,
+                      ag_tensor **g, double tol)
+{
+    ag_tape *t = e->tape;
+    ag_tensor *s = NULL;
+    for (size_t i = 0; i < n && e->res.passed; i++) {
+        const ref_line *dl = line_for(c, REF_DIR, in[i]->name);
+        ag_tensor *d = dl ? direction(e, dl) : NULL;
+        if (!d)
+            {
+            fail_with(e, in[i]->name, "no dir line, or it cannot be made");
+            return;
+        }
+        ag_tensor *term = ag_sum(t, ag_mul(t, g[i], d));
+        s = s ? ag_add(t, s, term) : term;
+    }
+    for (size_t i = 0; i < n; i++)
+        ag_zero_grad(x[i]);
+    if (!s || !ag_requires_grad(s)) /* a linear function: every hvp is 0 */
+        return;
+    if (ag_backward(t, s) != AG_OK)
+        {
+            fail_with(e, "hvp backward", ag_tape_error(t));
+            return;
+        }
+    for (size_t i = 0; i < n && e->res.passed; i++) {
+        const ref_line *hl = line_for(c, REF_HVP, in[i]->name);
+        if (hl)
+            compare(e, hl, x[i], true, tol);
     }
 }
 
-ref_result ref_run(const ref_case *c, ag_dtype dt, double tol)
+static void run_lines(env *e, const ref_case *c, double tol, ref_mode mode)
+{
+    ag_tensor *last = run_forward(e, c, tol), *x[REF_MAX_INPUTS], *g[REF_MAX_INPUTS];
+    const ref_line *in[REF_MAX_INPUTS];
+    if (!e->res.passed || !last)
+        return;
+    size_t n = case_inputs(e, c, x, in);
+    bool second = false;
+    for (size_t i = 0; i < c->n; i++)
+        second |= c->lines[i].kind == REF_DIR;
+    if (mode == REF_FUSED && ag_backward(e->tape, last) != AG_OK)
+        {
+            fail_with(e, "backward", ag_tape_error(e->tape));
+            return;
+        }
+    if ((mode == REF_GRAPH || second) &&
+        ag_gradients(e->tape, last, n, x, g, AG_CREATE_GRAPH) != AG_OK)
+        {
+            fail_with(e, "ag_gradients", ag_tape_error(e->tape));
+            return;
+        }
+    for (size_t i = 0; i < n && e->res.passed; i++) {
+        const ref_line *gl = line_for(c, REF_GRAD, in[i]->name);
+        if (gl)
+            compare(e, gl, mode == REF_FUSED ? x[i] : g[i], mode == REF_FUSED, tol);
+    }
+    if (second && e->res.passed)
+        check_hvp(e, c, n, x, in, g, tol);
+}
+
+ref_result ref_run_mode(const ref_case *c, ag_dtype dt, double tol, ref_mode mode)
 {
     env e = {.dt = dt, .tape = ag_tape_new(), .res = {.passed = true}};
     if (!e.tape) {
@@ -378,10 +478,15 @@ ref_result ref_run(const ref_case *c, ag_dtype dt, double tol)
         snprintf(e.res.what, sizeof e.res.what, "out of memory");
         return e.res;
     }
-    run_lines(&e, c, tol);
+    run_lines(&e, c, tol, mode);
     for (size_t i = 0; i < e.n; i++)
         ag_tensor_free(e.b[i].x); /* leaves only: op results are the tape's */
     free(e.b);
     ag_tape_free(e.tape);
     return e.res;
+}
+
+ref_result ref_run(const ref_case *c, ag_dtype dt, double tol)
+{
+    return ref_run_mode(c, dt, tol, REF_FUSED);
 }

@@ -9,7 +9,7 @@
 #define REF_MAX_ARGS 3
 #define REF_MAX_ATTRS 8
 
-typedef enum { REF_INPUT, REF_CONST, REF_STEP, REF_VALUE, REF_GRAD } ref_kind;
+typedef enum { REF_INPUT, REF_CONST, REF_STEP, REF_VALUE, REF_GRAD, REF_DIR, REF_HVP } ref_kind;
 
 typedef struct {
     ref_kind kind;
@@ -71,7 +71,16 @@ const char *ref_engine_op(const char *op);
 /* The i-th op name the runner knows, NULL past the last. */
 const char *ref_op_at(size_t i);
 
+/* How a case's first-order gradients are computed: by ag_backward's
+ * fused kernels, or by ag_gradients with AG_CREATE_GRAPH (each op's
+ * backward written in the engine's ops). A case with dir and hvp lines
+ * also checks its Hessian-vector products, in either mode: the gradients
+ * are taken with AG_CREATE_GRAPH, s = Σ_i sum(grad_i · dir_i) is formed and
+ * ag_backward(s) leaves each input's hvp in its grad. */
+typedef enum { REF_FUSED, REF_GRAPH } ref_mode;
+
 /* Runs one case in dtype dt; tol is the relative+absolute tolerance. */
 ref_result ref_run(const ref_case *c, ag_dtype dt, double tol);
+ref_result ref_run_mode(const ref_case *c, ag_dtype dt, double tol, ref_mode mode);
 
 #endif

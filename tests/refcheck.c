@@ -1,5 +1,8 @@
 /* refcheck: runs every case of a reference file (tests/data/FORMAT.md).
- *   refcheck FILE [--dtype f32|f64]
+ *   refcheck FILE [--dtype f32|f64] [--graph]
+ * --graph takes the first-order gradients with ag_gradients and
+ * AG_CREATE_GRAPH (the recorded backward) instead of ag_backward's fused
+ * kernels; hvp lines are checked in either mode.
  * Prints one line per failing case with its worst element, then
  * "N passed, M failed"; exits 0 only when every case passes. */
 #include "refcase.h"
@@ -36,9 +39,12 @@ static char *read_all(const char *path, size_t *len)
 int main(int argc, char **argv)
 {
     const char *path = NULL, *dtype = "f64";
+    ref_mode mode = REF_FUSED;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--dtype") == 0 && i + 1 < argc)
             dtype = argv[++i];
+        else if (strcmp(argv[i], "--graph") == 0)
+            mode = REF_GRAPH;
         else if (argv[i][0] != '-' && !path)
             path = argv[i];
         else
@@ -46,7 +52,7 @@ int main(int argc, char **argv)
     }
     bool f32 = strcmp(dtype, "f32") == 0;
     if (!path || (!f32 && strcmp(dtype, "f64") != 0)) {
-        fprintf(stderr, "usage: refcheck FILE [--dtype f32|f64]\n");
+        fprintf(stderr, "usage: refcheck FILE [--dtype f32|f64] [--graph]\n");
         return 2;
     }
     size_t len;
@@ -64,7 +70,7 @@ int main(int argc, char **argv)
     }
     size_t passed = 0, failed = 0;
     for (size_t i = 0; i < file.n; i++) {
-        ref_result r = ref_run(&file.cases[i], f32 ? AG_F32 : AG_F64, f32 ? 1e-4 : 1e-9);
+        ref_result r = ref_run_mode(&file.cases[i], f32 ? AG_F32 : AG_F64, f32 ? 1e-4 : 1e-9, mode);
         if (r.passed) {
             passed++;
             continue;

@@ -216,7 +216,7 @@ static ag_status binary_run(ag_tape *t, const ag_record *r, const void *gout, vo
  * one-element result (the scalar graphs of micrograd-style code) skips the
  * broadcasting machinery. The backward adds a's gradient, then b's, so that
  * when a and b are one tensor each element still takes a's term first. */
-#define AG_BINARY(NAME, Y, DA, DB)                                                        \
+#define AG_BINARY(NAME, Y, DA, DB, GA, GB)                                                \
     static void NAME##_fwd(void *ctx, size_t lo, size_t hi)                               \
     {                                                                                     \
         const binary_job *j = ctx;                                                        \
@@ -288,25 +288,69 @@ static ag_status binary_run(ag_tape *t, const ag_record *r, const void *gout, vo
         }                                                                                 \
         return binary_run(t, r, gout, gin, NAME##_bwd);                                   \
     }                                                                                     \
+    static ag_status NAME##_graph(ag_tape *t, const ag_record *r, ag_tensor *g,           \
+                                  const bool need[], ag_tensor *gin[])                    \
+    {                                                                                     \
+        ag_tensor *a = r->in[0], *b = r->in[1], *y = r->out;                              \
+        (void)a, (void)b, (void)y;                                                        \
+        if (need[0])                                                                      \
+            gin[0] = ag__sum_to(t, (GA), a);                                              \
+        if (need[1])                                                                      \
+            gin[1] = ag__sum_to(t, (GB), b);                                              \
+        return ag_tape_status(t);                                                         \
+    }                                                                                     \
     const ag_op_def ag__op_##NAME = {.name = #NAME, .arity = 2, .same_dtype = true,       \
                                      .shape = binary_shape, .forward = NAME##_forward,    \
-                                     .backward = NAME##_backward}
+                                     .backward = NAME##_backward, .grad_graph = NAME##_graph}
 
-AG_BINARY(add, a + b, g, g);
-AG_BINARY(sub, a - b, g, -g);
-AG_BINARY(mul, a * b, g * b, g * a);
-AG_BINARY(div, a / b, g / b, -(g * a / (b * b)));
+/* The masks that maximum and minimum's recorded backward multiply by: over
+ * the result's shape, 1 where a is above (MASK_GT) or below (MASK_LT) b,
+ * 1/2 on a tie, else 0. A mask is a constant: it has no gradient. */
+typedef enum { MASK_GT, MASK_LT } mask_kind;
+
+static ag_tensor *compare_mask(ag_tape *t, const ag_record *r, mask_kind kind)
+{
+    ag_tensor *m = ag__tape_tensor(t, r->out->dtype, r->out->shape, r->out->rank);
+    if (!m)
+        return NULL;
+    bcast bc;
+    bcast_init(&bc, r->in[0], r->in[1], NULL, r->out);
+    AG_DISPATCH(m->dtype, T, {
+        const T *A_ = r->in[0]->data, *B_ = r->in[1]->data;
+        T *M_ = m->data;
+        BCAST_FOR(&bc, 0, bc.n[bc.rank - 1], {
+            for (size_t i = 0; i < cnt; i++) {
+                T a = A_[ia + i * sa_], b = B_[ib + i * sb_];
+                T above = kind == MASK_GT ? a > b : a < b;
+                M_[iy + i] = a == b ? (T)0.5 : above;
+            }
+        });
+    });
+    return m;
+}
+
+AG_BINARY(add, a + b, g, g, g, g);
+AG_BINARY(sub, a - b, g, -g, g, ag_neg(t, g));
+AG_BINARY(mul, a * b, g * b, g * a, ag_mul(t, g, b), ag_mul(t, g, a));
+AG_BINARY(div, a / b, g / b, -(g * a / (b * b)), ag_div(t, g, b),
+          ag_neg(t, ag_div(t, ag_mul(t, g, y), b)));
 
 /* maximum and minimum send the gradient to the larger (smaller) input and
  * half of it to each on a tie, as PyTorch; a NaN in either input gives NaN. */
 AG_BINARY(maximum, a != a || a > b ? a : b, a < b ? 0 : a == b ? g / 2 : g,
-          a > b ? 0 : a == b ? g / 2 : g);
+          a > b ? 0 : a == b ? g / 2 : g, ag_mul(t, g, compare_mask(t, r, MASK_GT)),
+          ag_mul(t, g, compare_mask(t, r, MASK_LT)));
 AG_BINARY(minimum, a != a || a < b ? a : b, a > b ? 0 : a == b ? g / 2 : g,
-          a < b ? 0 : a == b ? g / 2 : g);
-AG_BINARY(atan2, atan2(a, b), g * b / (a * a + b * b), -(g * a) / (a * a + b * b));
+          a < b ? 0 : a == b ? g / 2 : g, ag_mul(t, g, compare_mask(t, r, MASK_LT)),
+          ag_mul(t, g, compare_mask(t, r, MASK_GT)));
+AG_BINARY(atan2, atan2(a, b), g * b / (a * a + b * b), -(g * a) / (a * a + b * b),
+          ag_div(t, ag_mul(t, g, b), ag_add(t, ag_square(t, a), ag_square(t, b))),
+          ag_neg(t, ag_div(t, ag_mul(t, g, a), ag_add(t, ag_square(t, a), ag_square(t, b)))));
 /* d/da = b a^(b-1) (0 where b = 0); d/db = a^b ln a (0 at a = 0, b >= 0), as PyTorch */
 AG_BINARY(pow_tensor, pow(a, b), b == 0 ? 0 : g * b * pow(a, b - 1),
-          a == 0 && b >= 0 ? 0 : g * y * log(a));
+          a == 0 && b >= 0 ? 0 : g * y * log(a),
+          ag_mul(t, g, ag_mul(t, b, ag_pow_tensor(t, a, ag_add_scalar(t, b, -1)))),
+          ag_mul(t, g, ag_mul(t, y, ag_log(t, a))));
 
 /* ------------------------------------------------------------ where
  * where(cond, a, b): cond != 0 ? a : b over the three inputs' broadcast
@@ -382,8 +426,24 @@ static ag_status where_backward(ag_tape *t, const ag_record *r, const void *gout
     return bcast_run(t, r, r->in[0], gout, gin[1], gin[2], where_bwd);
 }
 
+/* a's gradient where cond holds, b's elsewhere, each summed to its shape */
+static ag_status where_graph(ag_tape *t, const ag_record *r, ag_tensor *g, const bool need[],
+                             ag_tensor *gin[])
+{
+    ag_tensor *zero = ag__tape_tensor(t, g->dtype, NULL, 0);
+    if (!zero)
+        return ag_tape_status(t);
+    AG_DISPATCH(g->dtype, T, { *(T *)zero->data = 0; });
+    if (need[1])
+        gin[1] = ag__sum_to(t, ag_where(t, r->in[0], g, zero), r->in[1]);
+    if (need[2])
+        gin[2] = ag__sum_to(t, ag_where(t, r->in[0], zero, g), r->in[2]);
+    return ag_tape_status(t);
+}
+
 const ag_op_def ag__op_where = {.name = "where", .arity = 3, .shape = where_shape,
-                                .forward = where_forward, .backward = where_backward};
+                                .forward = where_forward, .backward = where_backward,
+                                .grad_graph = where_graph};
 
 /* ------------------------------------------------------------ unary ops */
 
@@ -397,8 +457,8 @@ typedef struct {
  * compiles to a select, not a branch that would mispredict half the time.
  * c and c2 are the op's scalars; SHAPE its shape rule (one that checks
  * them, or ag__shape_same). */
-#define AG_UNARY(NAME, Y, DX) AG_UNARY_SHAPED(NAME, ag__shape_same, Y, DX)
-#define AG_UNARY_SHAPED(NAME, SHAPE, Y, DX)                                               \
+#define AG_UNARY(NAME, Y, DX, GX) AG_UNARY_SHAPED(NAME, ag__shape_same, Y, DX, GX)
+#define AG_UNARY_SHAPED(NAME, SHAPE, Y, DX, GX)                                           \
     static void NAME##_fwd(void *ctx, size_t lo, size_t hi)                               \
     {                                                                                     \
         const ag_record *r = ctx;                                                         \
@@ -439,54 +499,97 @@ typedef struct {
         ag__parallel_range(t, r->out->numel, r->out->numel, NAME##_bwd, &u);              \
         return AG_OK;                                                                     \
     }                                                                                     \
+    static ag_status NAME##_graph(ag_tape *t, const ag_record *r, ag_tensor *g,           \
+                                  const bool need[], ag_tensor *gin[])                    \
+    {                                                                                     \
+        ag_tensor *x = r->in[0], *y = r->out;                                             \
+        const double c = r->attr.scalar, c2 = r->attr.scalar2;                            \
+        (void)x, (void)y, (void)c, (void)c2, (void)need;                                  \
+        gin[0] = (GX);                                                                    \
+        return ag_tape_status(t);                                                         \
+    }                                                                                     \
     const ag_op_def ag__op_##NAME = {.name = #NAME, .arity = 1, .shape = SHAPE,           \
-                                     .forward = NAME##_forward, .backward = NAME##_backward}
+                                     .forward = NAME##_forward, .backward = NAME##_backward, \
+                                     .grad_graph = NAME##_graph}
+
+/* A constant of x's shape, f(x_i, c, c2) at each element: the piecewise
+ * constant factors (signs, masks) of recorded backwards, which have no
+ * gradient of their own. */
+static ag_tensor *map_const(ag_tape *t, const ag_tensor *x, double (*f)(double, double, double),
+                            double c, double c2)
+{
+    ag_tensor *m = ag__tape_tensor(t, x->dtype, x->shape, x->rank);
+    AG_DISPATCH(x->dtype, T, {
+        for (size_t i = 0; m && i < m->numel; i++)
+            ((T *)m->data)[i] = (T)f((double)((const T *)x->data)[i], c, c2);
+    });
+    return m;
+}
+
+static double sign_of(double x, double c, double c2) { (void)c, (void)c2; return x > 0 ? 1 : x < 0 ? -1 : 0; }
+static double positive(double x, double c, double c2) { (void)c, (void)c2; return x > 0; }
+static double leaky_slope(double x, double c, double c2) { (void)c2; return x > 0 ? 1 : c; }
+static double inside(double x, double c, double c2) { return x > c && x < c2; }
+
+/* Products of recorded backwards, shortened. */
+#define MUL(a, b) ag_mul(t, (a), (b))
+#define PLUS1(a) ag_add_scalar(t, (a), 1)
+#define ONE_MINUS(a) ag_add_scalar(t, ag_neg(t, (a)), 1)
 
 #define SIGMOID(T, x) ((x) >= 0 ? (T)1 / ((T)1 + exp(-(x))) : exp(x) / ((T)1 + exp(x)))
 
-AG_UNARY(neg, -x, -g);
-AG_UNARY(exp, exp(x), g * y);
-AG_UNARY(log, log(x), g / x);
-AG_UNARY(sqrt, sqrt(x), g / (2 * y));
+AG_UNARY(neg, -x, -g, ag_neg(t, g));
+AG_UNARY(exp, exp(x), g * y, MUL(g, y));
+AG_UNARY(log, log(x), g / x, ag_div(t, g, x));
+AG_UNARY(sqrt, sqrt(x), g / (2 * y), ag_div(t, g, ag_scale(t, y, 2)));
 /* p x^(p-1); x^0 is constant, even at x = 0 */
-AG_UNARY(pow, pow(x, c), c != 0 ? g * c * pow(x, c - 1) : 0);
-AG_UNARY(abs, fabs(x), x > 0 ? g : x < 0 ? -g : 0);
-AG_UNARY(sigmoid, SIGMOID(T, x), g * y * (1 - y));
-AG_UNARY(tanh, tanh(x), g * (1 - y * y));
-AG_UNARY(relu, x > 0 ? x : 0, x > 0 ? g : 0);
-AG_UNARY(leaky_relu, x > 0 ? x : c * x, x > 0 ? g : c * g);
+AG_UNARY(pow, pow(x, c), c != 0 ? g * c * pow(x, c - 1) : 0,
+         c != 0 ? MUL(g, ag_scale(t, ag_pow(t, x, c - 1), c)) : NULL);
+AG_UNARY(abs, fabs(x), x > 0 ? g : x < 0 ? -g : 0, MUL(g, map_const(t, x, sign_of, 0, 0)));
+AG_UNARY(sigmoid, SIGMOID(T, x), g * y * (1 - y), MUL(g, MUL(y, ONE_MINUS(y))));
+AG_UNARY(tanh, tanh(x), g * (1 - y * y), MUL(g, ONE_MINUS(ag_square(t, y))));
+AG_UNARY(relu, x > 0 ? x : 0, x > 0 ? g : 0, MUL(g, map_const(t, x, positive, 0, 0)));
+AG_UNARY(leaky_relu, x > 0 ? x : c * x, x > 0 ? g : c * g, MUL(g, map_const(t, x, leaky_slope, c, 0)));
 /* max(x,0) + ln(1 + e^-|x|): no overflow for any x */
-AG_UNARY(softplus, (x > 0 ? x : 0) + log1p(exp(-fabs(x))), g * SIGMOID(T, x));
-AG_UNARY(add_scalar, x + c, g);
-AG_UNARY(scale, c * x, c * g);
+AG_UNARY(softplus, (x > 0 ? x : 0) + log1p(exp(-fabs(x))), g * SIGMOID(T, x),
+         MUL(g, ag_sigmoid(t, x)));
+AG_UNARY(add_scalar, x + c, g, g);
+AG_UNARY(scale, c * x, c * g, ag_scale(t, g, c));
 
 /* The second op set. */
 #define SQRT1_2 0.70710678118654752440  /* 1/sqrt 2 */
 #define INV_SQRT_2PI 0.39894228040143267794 /* 1/sqrt(2 pi), the normal density at 0 */
 #define TWO_OVER_SQRT_PI 1.12837916709551257390 /* erf'(0) */
 
-AG_UNARY(sin, sin(x), g * cos(x));
-AG_UNARY(cos, cos(x), -g * sin(x));
-AG_UNARY(tan, tan(x), g * (1 + y * y));
+AG_UNARY(sin, sin(x), g * cos(x), MUL(g, ag_cos(t, x)));
+AG_UNARY(cos, cos(x), -g * sin(x), ag_neg(t, MUL(g, ag_sin(t, x))));
+AG_UNARY(tan, tan(x), g * (1 + y * y), MUL(g, PLUS1(ag_square(t, y))));
 /* 1 - x^2 as (1 - x)(1 + x): exact near |x| = 1 */
-AG_UNARY(asin, asin(x), g / sqrt((1 - x) * (1 + x)));
-AG_UNARY(acos, acos(x), -g / sqrt((1 - x) * (1 + x)));
-AG_UNARY(atan, atan(x), g / (1 + x * x));
-AG_UNARY(sinh, sinh(x), g * cosh(x));
-AG_UNARY(cosh, cosh(x), g * sinh(x));
-AG_UNARY(log1p, log1p(x), g / (1 + x));
-AG_UNARY(expm1, expm1(x), g * (y + 1));
-AG_UNARY(erf, erf(x), g * (T)TWO_OVER_SQRT_PI * exp(-x * x));
-AG_UNARY(square, x * x, g * 2 * x);
-AG_UNARY(reciprocal, 1 / x, -g * y * y);
-AG_UNARY(rsqrt, 1 / sqrt(x), g * (T)-0.5 * y * y * y);
+AG_UNARY(asin, asin(x), g / sqrt((1 - x) * (1 + x)), MUL(g, ag_rsqrt(t, MUL(ONE_MINUS(x), PLUS1(x)))));
+AG_UNARY(acos, acos(x), -g / sqrt((1 - x) * (1 + x)),
+         ag_neg(t, MUL(g, ag_rsqrt(t, MUL(ONE_MINUS(x), PLUS1(x))))));
+AG_UNARY(atan, atan(x), g / (1 + x * x), ag_div(t, g, PLUS1(ag_square(t, x))));
+AG_UNARY(sinh, sinh(x), g * cosh(x), MUL(g, ag_cosh(t, x)));
+AG_UNARY(cosh, cosh(x), g * sinh(x), MUL(g, ag_sinh(t, x)));
+AG_UNARY(log1p, log1p(x), g / (1 + x), ag_div(t, g, PLUS1(x)));
+AG_UNARY(expm1, expm1(x), g * (y + 1), MUL(g, PLUS1(y)));
+AG_UNARY(erf, erf(x), g * (T)TWO_OVER_SQRT_PI * exp(-x * x),
+         MUL(g, ag_scale(t, ag_exp(t, ag_neg(t, ag_square(t, x))), TWO_OVER_SQRT_PI)));
+AG_UNARY(square, x * x, g * 2 * x, MUL(g, ag_scale(t, x, 2)));
+AG_UNARY(reciprocal, 1 / x, -g * y * y, ag_neg(t, MUL(g, ag_square(t, y))));
+AG_UNARY(rsqrt, 1 / sqrt(x), g * (T)-0.5 * y * y * y, MUL(g, ag_scale(t, MUL(y, ag_square(t, y)), -0.5)));
 /* x Phi(x), Phi(x) = erfc(-x/sqrt 2)/2: erfc keeps Phi's tiny values for
  * x << 0, where 1 + erf(x/sqrt 2) would cancel to 0. d/dx = Phi + x phi. */
 AG_UNARY(gelu, x * (T)0.5 * erfc(-x * (T)SQRT1_2),
-         g * ((T)0.5 * erfc(-x * (T)SQRT1_2) + x * (T)INV_SQRT_2PI * exp((T)-0.5 * x * x)));
+         g * ((T)0.5 * erfc(-x * (T)SQRT1_2) + x * (T)INV_SQRT_2PI * exp((T)-0.5 * x * x)),
+         MUL(g, ag_add(t, ag_add_scalar(t, ag_scale(t, ag_erf(t, ag_scale(t, x, SQRT1_2)), 0.5), 0.5),
+                       MUL(x, ag_scale(t, ag_exp(t, ag_scale(t, ag_square(t, x), -0.5)), INV_SQRT_2PI)))));
 /* x s, s = sigmoid x; d/dx = s (1 + x (1 - s)) */
-AG_UNARY(silu, x * SIGMOID(T, x), g * SIGMOID(T, x) * (1 + x * (1 - SIGMOID(T, x))));
-AG_UNARY(elu, x > 0 ? x : c * expm1(x), x > 0 ? g : g * c * exp(x));
+AG_UNARY(silu, x * SIGMOID(T, x), g * SIGMOID(T, x) * (1 + x * (1 - SIGMOID(T, x))),
+         MUL(g, MUL(ag_sigmoid(t, x), PLUS1(MUL(x, ONE_MINUS(ag_sigmoid(t, x)))))));
+/* d/dx for x <= 0: c e^x = y + c */
+AG_UNARY(elu, x > 0 ? x : c * expm1(x), x > 0 ? g : g * c * exp(x),
+         ag_where(t, map_const(t, x, positive, 0, 0), g, MUL(g, ag_add_scalar(t, y, c))));
 
 /* clamp's bounds c <= c2, neither NaN (an infinite one clamps one side). */
 static ag_status clamp_shape(ag_tape *t, ag_record *r, ag_tensor *out)
@@ -499,7 +602,8 @@ static ag_status clamp_shape(ag_tape *t, ag_record *r, ag_tensor *out)
 }
 /* min(max(x, c), c2), NaN kept; gradient 1 strictly inside (c, c2), 0 at
  * the bounds and outside */
-AG_UNARY_SHAPED(clamp, clamp_shape, x < c ? c : x > c2 ? c2 : x, x > c && x < c2 ? g : 0);
+AG_UNARY_SHAPED(clamp, clamp_shape, x < c ? c : x > c2 ? c2 : x, x > c && x < c2 ? g : 0,
+                MUL(g, map_const(t, x, inside, c, c2)));
 
 /* ------------------------------------------------------------ public API */
 
