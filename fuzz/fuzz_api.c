@@ -565,20 +565,25 @@ static bool model_shape(int op, const ag_tensor *a, const ag_tensor *b, const at
         }
         return true;
     }
-    case OP_MATMUL: {
+    case OP_MATMUL: { /* torch.matmul: a 1-D a is a row, a 1-D b a column, batches broadcast */
         size_t ra = ag_tensor_rank(a), rb = ag_tensor_rank(b);
-        if (ra < 2 || ra > 3 || rb < 2 || rb > 3)
+        if (ra == 0 || rb == 0)
             return false;
         const size_t *A = ag_tensor_shape(a), *B = ag_tensor_shape(b);
-        if (A[ra - 1] != B[rb - 2])
+        if (A[ra - 1] != B[rb == 1 ? 0 : rb - 2])
             return false;
-        if (ra == 3 && rb == 3 && A[0] != B[0])
-            return false;
-        out->rank = ra == 3 || rb == 3 ? 3 : 2;
-        if (out->rank == 3)
-            out->shape[0] = ra == 3 ? A[0] : B[0];
-        out->shape[out->rank - 2] = A[ra - 2];
-        out->shape[out->rank - 1] = B[rb - 1];
+        size_t ba = ra > 2 ? ra - 2 : 0, bb = rb > 2 ? rb - 2 : 0, nb = ba > bb ? ba : bb;
+        for (size_t j = 0; j < nb; j++) {
+            size_t da = j < ba ? A[ba - 1 - j] : 1, db = j < bb ? B[bb - 1 - j] : 1;
+            if (da != db && da != 1 && db != 1)
+                return false;
+            out->shape[nb - 1 - j] = da == 1 ? db : da;
+        }
+        out->rank = nb;
+        if (ra > 1)
+            out->shape[out->rank++] = A[ra - 2];
+        if (rb > 1)
+            out->shape[out->rank++] = B[rb - 1];
         return true;
     }
     case OP_TRANSPOSE:
@@ -879,11 +884,14 @@ static void run_backward(state *s, input *in, bool seeded)
     ag_tape *t = tb % 64 == 63 ? NULL : s->t[k];
     slot Y = pick(s, in);
     ag_tensor *seed = NULL;
+    int seed_tape = -1; /* the seed's tape, as a slot's: < 0 for a leaf */
     bool own_seed = false;
     if (seeded) {
         uint8_t how = byte(in);
         if (how % 4 == 0) {
-            seed = pick(s, in).x;
+            slot S = pick(s, in);
+            seed = S.x;
+            seed_tape = S.tape;
         } else if (Y.x && ag_tensor_numel(Y.x) <= MAX_NUMEL) {
             seed = ag_full(how & 4 ? AG_F64 : ag_tensor_dtype(Y.x), ag_tensor_shape(Y.x),
                            ag_tensor_rank(Y.x), how & 8 ? scalar(in) : 1.0);
@@ -900,7 +908,8 @@ static void run_backward(state *s, input *in, bool seeded)
     } else {
         bool ok = Y.x && (Y.tape < 0 || Y.tape == k) && ag_requires_grad(Y.x);
         if (seeded)
-            ok = ok && seed && ag_tensor_dtype(seed) == ag_tensor_dtype(Y.x) && same_shape(seed, Y.x);
+            ok = ok && seed && (seed_tape < 0 || seed_tape == k) &&
+                 ag_tensor_dtype(seed) == ag_tensor_dtype(Y.x) && same_shape(seed, Y.x);
         else
             ok = ok && ag_tensor_numel(Y.x) == 1;
         if (!ok)
