@@ -252,6 +252,18 @@ void ag_retain_grad(ag_tensor *x);
 ag_status ag_gradients(ag_tape *t, ag_tensor *y, size_t n, ag_tensor *const *inputs,
                        ag_tensor **grads, unsigned flags);
 
+/* Hessian-vector products of a one-element y: hv[i] = Σ_j ∂²y/∂x_i∂x_j · v_j
+ * for the inputs x_i and directions v_i (tensors of the inputs' shapes and
+ * dtypes), as constants on t (a gradient through AG_CREATE_GRAPH, then the
+ * gradient of Σ_i <grad_i, v_i>). Errors: ag_gradients', AG_ERR_SHAPE for a
+ * direction that does not fit its input. */
+ag_status ag_hvp(ag_tape *t, ag_tensor *y, size_t n, ag_tensor *const *inputs,
+                 ag_tensor *const *v, ag_tensor **hv);
+/* The dense Hessian of a one-element y with respect to x (N elements), an
+ * [N, N] constant on t: row k is the gradient of ∂y/∂x_k. N backward passes:
+ * for small inputs (a logistic regression's weights, a test). */
+ag_status ag_hessian(ag_tape *t, ag_tensor *y, ag_tensor *x, ag_tensor **H);
+
 /* Writes the recorded graph as Graphviz DOT: one node per tensor (name or
  * op, shape, dtype; double border if it holds a grad), one edge per input. */
 ag_status ag_tape_dot(const ag_tape *t, FILE *out);
@@ -512,6 +524,15 @@ typedef struct {
  * report->message saying why (fn's own message when fn failed). */
 ag_status ag_gradcheck(ag_fn fn, void *ctx, size_t n_inputs, ag_tensor *const *inputs,
                        double eps, double atol, double rtol, ag_gradcheck_report *report);
+
+/* Second derivatives, checked as ag_gradcheck checks the first: for every
+ * input element e, the central difference (step eps) of the whole gradient
+ * under e is compared with the derivative of gradient element e by the
+ * recorded backward (ag_gradients with AG_CREATE_GRAPH; the Hessian is
+ * symmetric). The same inputs, restoring, projection and report (the
+ * compared element is the gradient's: worst_input, worst_index). */
+ag_status ag_gradgradcheck(ag_fn fn, void *ctx, size_t n_inputs, ag_tensor *const *inputs,
+                           double eps, double atol, double rtol, ag_gradcheck_report *report);
 
 typedef struct {
     size_t worst_index;   /* element with the largest |a - b| */

@@ -206,3 +206,61 @@ ag_status ag_gradients(ag_tape *t, ag_tensor *y, size_t n, ag_tensor *const *inp
     t->active = NULL;
     return s;
 }
+
+ag_status ag_hvp(ag_tape *t, ag_tensor *y, size_t n, ag_tensor *const *inputs,
+                 ag_tensor *const *v, ag_tensor **hv)
+{
+    static const char fn[] = "ag_hvp";
+    if (!t)
+        return AG_ERR_NULL;
+    if (t->status == AG_OK && n && (!v || !hv))
+        ag__error(t, AG_ERR_NULL, "%s: %s is NULL", fn, !v ? "v" : "hv");
+    for (size_t i = 0; t->status == AG_OK && i < n; i++) {
+        char arg[32], vs[AG_SHAPE_BUF], xs[AG_SHAPE_BUF];
+        snprintf(arg, sizeof arg, "v[%zu]", i);
+        if (ag__take(t, v[i], fn, arg) && inputs && inputs[i] &&
+            (v[i]->rank != inputs[i]->rank || v[i]->dtype != inputs[i]->dtype ||
+             memcmp(v[i]->shape, inputs[i]->shape, v[i]->rank * sizeof *v[i]->shape) != 0))
+            ag__error(t, AG_ERR_SHAPE, "%s: v[%zu] is %s %s, input %zu is %s %s", fn, i,
+                      ag__shape_str(v[i], vs, sizeof vs), ag_dtype_name(v[i]->dtype), i + 1,
+                      ag__shape_str(inputs[i], xs, sizeof xs), ag_dtype_name(inputs[i]->dtype));
+    }
+    if (t->status != AG_OK || ag_gradients(t, y, n, inputs, hv, AG_CREATE_GRAPH) != AG_OK)
+        return t->status;
+    ag_tensor *s = NULL; /* Σ_i <grad_i, v_i>, whose gradient is H v */
+    for (size_t i = 0; i < n; i++) {
+        ag_tensor *term = ag_sum(t, ag_mul(t, hv[i], v[i]));
+        s = s ? ag_add(t, s, term) : term;
+    }
+    if (!s || !s->requires_grad) { /* y is at most linear in the inputs */
+        for (size_t i = 0; s && i < n; i++)
+            hv[i] = filled_like(t, inputs[i], 0);
+        return t->status;
+    }
+    return ag_gradients(t, s, n, inputs, hv, 0);
+}
+
+ag_status ag_hessian(ag_tape *t, ag_tensor *y, ag_tensor *x, ag_tensor **H)
+{
+    ag_tensor *g;
+    if (!H)
+        return t ? ag__error(t, AG_ERR_NULL, "ag_hessian: H is NULL") : AG_ERR_NULL;
+    if (ag_gradients(t, y, 1, &x, &g, AG_CREATE_GRAPH) != AG_OK)
+        return t ? t->status : AG_ERR_NULL;
+    size_t N = x->numel;
+    ag_tensor *flat = ag_reshape(t, g, &N, 1);
+    if (!(*H = ag__tape_tensor(t, x->dtype, (size_t[]){N, N}, 2)))
+        return t->status;
+    size_t es = AG_DTYPE_SIZE(x->dtype);
+    for (size_t k = 0; k < N; k++) { /* row k: the gradient of gradient element k */
+        ag_tensor *gk = ag_sum(t, ag_slice(t, flat, 0, k, k + 1)), *row;
+        if (gk && !gk->requires_grad) {
+            memset((char *)(*H)->data + k * N * es, 0, N * es);
+            continue;
+        }
+        if (ag_gradients(t, gk, 1, &x, &row, 0) != AG_OK)
+            return t->status;
+        memcpy((char *)(*H)->data + k * N * es, row->data, N * es);
+    }
+    return t->status;
+}
