@@ -10,6 +10,9 @@ const char *nn_act_name(nn_act act)
     case NN_RELU: return "relu";
     case NN_LEAKY_RELU: return "leaky_relu";
     case NN_IDENTITY: return "identity";
+    case NN_GELU: return "gelu";
+    case NN_SILU: return "silu";
+    case NN_ELU: return "elu";
     }
     return "?";
 }
@@ -22,15 +25,17 @@ ag_tensor *nn_activate(ag_tape *t, ag_tensor *z, nn_act act, double slope)
     case NN_RELU: return ag_relu(t, z);
     case NN_LEAKY_RELU: return ag_leaky_relu(t, z, slope);
     case NN_IDENTITY: return z;
+    case NN_GELU: return ag_gelu(t, z);
+    case NN_SILU: return ag_silu(t, z);
+    case NN_ELU: return ag_elu(t, z, 1.0);
     }
     ag_tape_fail(t, AG_ERR_VALUE, "nn_activate: %d is not an activation", (int)act);
     return NULL;
 }
 
-static bool act_valid(nn_act a)
+bool nn__act_valid(nn_act a)
 {
-    return a == NN_SIGMOID || a == NN_TANH || a == NN_RELU || a == NN_LEAKY_RELU ||
-           a == NN_IDENTITY;
+    return (unsigned)a < NN_ACT_COUNT;
 }
 
 /* Live handles x [.., n_in], W [n_in, n_out], b [n_out] of one dtype, and a
@@ -67,7 +72,7 @@ static bool dense_args_ok(ag_tape *t, ag_tensor *x, ag_tensor *W, ag_tensor *b, 
                      nn__shape_str(W, ws, sizeof ws), n_out, nn__shape_str(b, bs, sizeof bs));
         return false;
     }
-    if (!act_valid(act)) {
+    if (!nn__act_valid(act)) {
         ag_tape_fail(t, AG_ERR_VALUE, "%s: %d is not an activation", fn, (int)act);
         return false;
     }

@@ -18,12 +18,6 @@ struct nn_mlp {
     char (*names)[NAME_MAX_LEN];
 };
 
-static bool act_valid(nn_act a)
-{
-    return a == NN_SIGMOID || a == NN_TANH || a == NN_RELU || a == NN_LEAKY_RELU ||
-           a == NN_IDENTITY;
-}
-
 static bool init_valid(nn_init i)
 {
     return i == NN_INIT_NORMAL || i == NN_INIT_NORMAL_SCALED || i == NN_INIT_XAVIER ||
@@ -42,7 +36,7 @@ static ag_status check_spec(const nn_spec *s, nn_error *err)
         if (s->sizes[i] == 0)
             return nn__fail(err, AG_ERR_VALUE, "%s: sizes[%zu] is 0", fn, i);
     for (size_t i = 0; s->acts && i < s->n_layers; i++)
-        if (!act_valid(s->acts[i]))
+        if (!nn__act_valid(s->acts[i]))
             return nn__fail(err, AG_ERR_VALUE, "%s: acts[%zu] = %d is not an nn_act", fn, i,
                             (int)s->acts[i]);
     if (ag_dtype_size(s->dtype) == 0)

@@ -368,7 +368,7 @@ static ag_status read_layers(reader *r, header *h, nn_error *err)
     for (size_t l = 0; l < L; l++) {
         if (!r_int(r, &v, 4))
             return truncated(r, "activations", err);
-        if (v > NN_IDENTITY)
+        if (v >= NN_ACT_COUNT)
             return bad_field(r, 4, err, "an activation is not an nn_act", v);
         h->acts[l] = (nn_act)v;
     }

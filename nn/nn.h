@@ -46,8 +46,12 @@ typedef enum {
     NN_TANH = 1,       /* tanh z */
     NN_RELU = 2,       /* max(z, 0) */
     NN_LEAKY_RELU = 3, /* z > 0 ? z : slope z */
-    NN_IDENTITY = 4    /* z */
+    NN_IDENTITY = 4,   /* z */
+    NN_GELU = 5,       /* z Φ(z), Φ the normal CDF (exact, erf form) */
+    NN_SILU = 6,       /* z σ(z) */
+    NN_ELU = 7         /* z > 0 ? z : e^z - 1 (alpha 1, PyTorch's default) */
 } nn_act;
+#define NN_ACT_COUNT 8 /* activations are 0 .. NN_ACT_COUNT - 1 */
 
 /* Static name of an activation ("sigmoid", ...); "?" for an invalid value. */
 const char *nn_act_name(nn_act act);

@@ -21,6 +21,8 @@ ag_status nn__fail(nn_error *err, ag_status s, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)))
 #endif
     ;
+/* Whether a is one of the nn_act values. */
+bool nn__act_valid(nn_act a);
 /* Marks err (if not NULL) as a success and returns AG_OK. */
 ag_status nn__ok(nn_error *err);
 

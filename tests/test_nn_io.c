@@ -324,7 +324,7 @@ Test(nn_io, wrong_magic_version_and_fields)
         {32 + 8, 0, "bad header field at byte 40: a layer size is 0 or too large (0)"},
         {32 + 24, 0, "bad header field at byte 56: a layer size is 0 or too large (0)"},
         {40 + 8 * 3, 9, "bad header field at byte 64: an activation is not an nn_act (9)"},
-        {40 + 8 * 3 + 8, 5, "bad header field at byte 72: an activation is not an nn_act (5)"},
+        {40 + 8 * 3 + 8, 8, "bad header field at byte 72: an activation is not an nn_act (8)"},
         {40 + 12 * 3, 1000, "bad header field at byte 76: the parameter count disagrees with "
                             "the layer sizes (1000)"},
         {32 + 16, 6, "truncated: "},  /* a wider layer than the file holds */

@@ -158,10 +158,12 @@ Test(nn_mlp, same_seed_same_model_other_seed_other_model)
 Test(nn_mlp, forward_matches_hand_computation_for_every_activation)
 {
     size_t sizes[] = {2, 2, 1};
-    nn_act kinds[] = {NN_SIGMOID, NN_TANH, NN_RELU, NN_LEAKY_RELU, NN_IDENTITY};
+    nn_act kinds[] = {NN_SIGMOID, NN_TANH, NN_RELU, NN_LEAKY_RELU, NN_IDENTITY,
+                      NN_GELU, NN_SILU, NN_ELU};
     double W1[] = {0.5, -1.0, 2.0, 0.25}, b1[] = {0.1, -0.3}, W2[] = {1.5, -2.0}, b2[] = {0.2};
     double X[] = {1.0, 2.0, -1.5, 0.5};
-    for (size_t k = 0; k < 5; k++) {
+    cr_assert_eq(sizeof kinds / sizeof kinds[0], NN_ACT_COUNT, "every activation is checked");
+    for (size_t k = 0; k < NN_ACT_COUNT; k++) {
         nn_act acts[] = {kinds[k], NN_IDENTITY};
         nn_spec spec = {.n_layers = 2, .sizes = sizes, .acts = acts, .dtype = AG_F64,
                         .leaky_slope = 0.2};
@@ -186,6 +188,9 @@ Test(nn_mlp, forward_matches_hand_computation_for_every_activation)
                          : kinds[k] == NN_TANH ? tanh(z)
                          : kinds[k] == NN_RELU ? (z > 0 ? z : 0)
                          : kinds[k] == NN_LEAKY_RELU ? (z > 0 ? z : 0.2 * z)
+                         : kinds[k] == NN_GELU ? z * 0.5 * (1 + erf(z / sqrt(2)))
+                         : kinds[k] == NN_SILU ? z * sigm(z)
+                         : kinds[k] == NN_ELU ? (z > 0 ? z : exp(z) - 1)
                          : z;
                 out += a * W2[j];
             }
