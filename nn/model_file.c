@@ -494,43 +494,10 @@ static ag_status load_from(reader *r, nn_mlp **out, nn_error *err)
     return s == AG_OK ? nn__ok(err) : s;
 }
 
-static const char *file_kind(mode_t m)
-{
-    return S_ISDIR(m) ? "a directory" : S_ISFIFO(m) ? "a FIFO" : S_ISCHR(m) ? "a character device"
-         : S_ISBLK(m) ? "a block device" : S_ISSOCK(m) ? "a socket" : "not a regular file";
-}
-
-/* Opens path if it is a regular file. O_NONBLOCK so that a FIFO without a
- * writer cannot block the open; fstat then looks at what was opened. */
+/* Opens path if it is a regular file (a FIFO or device is refused at once). */
 static ag_status open_model(reader *r, nn_error *err)
 {
-    const char *fn = "nn_mlp_load";
-    int fd = open(r->path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
-    if (fd < 0)
-        return nn__fail(err, AG_ERR_IO, "%s: cannot open '%s': %s", fn, r->path, strerror(errno));
-    struct stat st;
-    int e = fstat(fd, &st) == 0 ? 0 : errno;
-    if (e || !S_ISREG(st.st_mode)) {
-        close(fd);
-        return e ? nn__fail(err, AG_ERR_IO, "%s: cannot read '%s': %s", fn, r->path, strerror(e))
-                 : nn__fail(err, AG_ERR_IO, "%s: '%s' is %s, not a regular file", fn, r->path,
-                            file_kind(st.st_mode));
-    }
-    if ((uintmax_t)st.st_size > SIZE_MAX || st.st_size > LONG_MAX) {
-        close(fd);
-        return nn__fail(err, AG_ERR_FORMAT, "%s: '%s' is too large to be a model", fn, r->path);
-    }
-    r->size = (size_t)st.st_size;
-    int flags = fcntl(fd, F_GETFL); /* blocking reads from here on, as fopen's */
-    if (flags != -1)
-        fcntl(fd, F_SETFL, flags & ~O_NONBLOCK);
-    r->f = fdopen(fd, "rb");
-    if (!r->f) {
-        e = errno;
-        close(fd);
-        return nn__fail(err, AG_ERR_IO, "%s: cannot read '%s': %s", fn, r->path, strerror(e));
-    }
-    return AG_OK;
+    return nn__open_sized("nn_mlp_load", r->path, &r->f, &r->size, err);
 }
 
 ag_status nn_mlp_load(const char *path, nn_mlp **out, nn_error *err)

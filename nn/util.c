@@ -1,7 +1,13 @@
 /* util.c: errors, memory and small helpers shared by the nn sources. */
+#define _POSIX_C_SOURCE 200809L /* open, fstat, fdopen: refusing FIFOs needs them */
 #include "nn_internal.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdint.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <stdarg.h>
 #include <stdalign.h>
 #include <string.h>
@@ -80,27 +86,40 @@ size_t nn__row_len(const ag_tensor *x)
     return rows ? ag_tensor_numel(x) / rows : 0;
 }
 
+static const char *file_kind(mode_t m)
+{
+    return S_ISDIR(m) ? "a directory" : S_ISFIFO(m) ? "a FIFO" : S_ISCHR(m) ? "a character device"
+         : S_ISBLK(m) ? "a block device" : S_ISSOCK(m) ? "a socket" : "not a regular file";
+}
+
+/* O_NONBLOCK so that a FIFO without a writer cannot block the open; fstat
+ * then looks at what was opened, and reads block again as fopen's do. */
 ag_status nn__open_sized(const char *fn, const char *path, FILE **f, size_t *size, nn_error *err)
 {
-    *f = fopen(path, "rb");
-    if (!*f)
+    *f = NULL;
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0)
         return nn__fail(err, AG_ERR_IO, "%s: cannot open '%s': %s", fn, path, strerror(errno));
-    long end = -1;
-    errno = 0;
-    if (getc(*f) == EOF && ferror(*f)) { /* e.g. a directory, which fopen accepts */
-        int e = errno;
-        fclose(*f);
-        *f = NULL;
-        return nn__fail(err, AG_ERR_IO, "%s: cannot read '%s': %s", fn, path,
-                        e ? strerror(e) : "read error");
+    struct stat st;
+    int e = fstat(fd, &st) == 0 ? 0 : errno;
+    if (e || !S_ISREG(st.st_mode)) {
+        close(fd);
+        return e ? nn__fail(err, AG_ERR_IO, "%s: cannot read '%s': %s", fn, path, strerror(e))
+                 : nn__fail(err, AG_ERR_IO, "%s: '%s' is %s, not a regular file", fn, path,
+                            file_kind(st.st_mode));
     }
-    if (fseek(*f, 0, SEEK_END) == 0)
-        end = ftell(*f);
-    if (end < 0 || fseek(*f, 0, SEEK_SET) != 0) {
-        fclose(*f);
-        *f = NULL;
-        return nn__fail(err, AG_ERR_IO, "%s: cannot measure '%s' (not a regular file?)", fn, path);
+    if ((uintmax_t)st.st_size > SIZE_MAX || st.st_size > LONG_MAX) {
+        close(fd);
+        return nn__fail(err, AG_ERR_FORMAT, "%s: '%s' is too large", fn, path);
     }
-    *size = (size_t)end;
+    int flags = fcntl(fd, F_GETFL);
+    if (flags != -1)
+        fcntl(fd, F_SETFL, flags & ~O_NONBLOCK);
+    if (!(*f = fdopen(fd, "rb"))) {
+        e = errno;
+        close(fd);
+        return nn__fail(err, AG_ERR_IO, "%s: cannot read '%s': %s", fn, path, strerror(e));
+    }
+    *size = (size_t)st.st_size;
     return AG_OK;
 }

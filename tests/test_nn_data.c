@@ -7,6 +7,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "nn.h"
@@ -794,4 +795,25 @@ Test(nn_data, accuracy_of_one_output_at_a_threshold)
     ag_tensor_free(z);
     ag_tensor_free(c);
     ag_tensor_free(rows);
+}
+
+/* A FIFO (or a device) is refused at once: a loader never blocks waiting
+ * for a writer. */
+Test(nn_data, loaders_refuse_a_fifo_without_blocking)
+{
+    char path[] = "/tmp/nn-fifo-XXXXXX";
+    cr_assert_not_null(mkdtemp(path));
+    char fifo[64];
+    snprintf(fifo, sizeof fifo, "%s/f", path);
+    cr_assert_eq(mkfifo(fifo, 0600), 0);
+    nn_dataset d = {0};
+    nn_error e;
+    cr_expect_eq(nn_csv_load(fifo, AG_F32, &d, &e), AG_ERR_IO);
+    cr_expect(strstr(e.msg, "is a FIFO, not a regular file"), "%s", e.msg);
+    cr_expect_eq(nn_idx_load(fifo, fifo, AG_F32, &d, &e), AG_ERR_IO);
+    cr_expect(strstr(e.msg, "is a FIFO"), "%s", e.msg);
+    cr_expect_eq(nn_csv_load("/dev/null", AG_F32, &d, &e), AG_ERR_IO);
+    cr_expect(strstr(e.msg, "a character device"), "%s", e.msg);
+    unlink(fifo);
+    rmdir(path);
 }
