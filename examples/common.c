@@ -81,14 +81,20 @@ ag_status load_mnist(const char *dir, ag_dtype dt, size_t n_train, nn_dataset *t
     return AG_OK;
 }
 
+ag_status load_bundled_csv(const char *name, ag_dtype dt, nn_dataset *out, nn_error *err)
+{
+    char here[256], source[512];
+    snprintf(here, sizeof here, "data/%s", name);
+    snprintf(source, sizeof source, "%s/data/%s", SOURCE_DIR, name);
+    ag_status s = nn_csv_load(here, dt, out, err);
+    return s == AG_ERR_IO ? nn_csv_load(source, dt, out, err) : s;
+}
+
 ag_status load_digits(ag_dtype dt, size_t n_test, uint64_t seed, nn_dataset *train,
                       nn_dataset *test, nn_error *err)
 {
     nn_dataset all = {0};
-    const char *paths[] = {"data/digits.csv", SOURCE_DIR "/data/digits.csv"};
-    ag_status s = nn_csv_load(paths[0], dt, &all, err);
-    if (s == AG_ERR_IO)
-        s = nn_csv_load(paths[1], dt, &all, err);
+    ag_status s = load_bundled_csv("digits.csv", dt, &all, err);
     if (s == AG_OK)
         s = nn_scale(all.x, 1.0 / 16.0, err);
     if (s == AG_OK)

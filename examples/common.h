@@ -20,6 +20,10 @@ const char *find_mnist(const char *dir);
 ag_status load_mnist(const char *dir, ag_dtype dt, size_t n_train, nn_dataset *train,
                      nn_dataset *test, nn_error *err);
 
+/* Loads data/NAME, one of the bundled CSV files, from the working
+ * directory or the source tree (see nn_csv_load). */
+ag_status load_bundled_csv(const char *name, ag_dtype dt, nn_dataset *out, nn_error *err);
+
 /* Loads the bundled 8x8 digits (data/digits.csv) scaled to [0, 1] and
  * splits off n_test rows for testing with a seeded shuffle. */
 ag_status load_digits(ag_dtype dt, size_t n_test, uint64_t seed, nn_dataset *train,
