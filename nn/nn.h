@@ -376,6 +376,27 @@ ag_status nn_accuracy(const ag_tensor *out, const ag_tensor *target, double thre
  * gradient: the step is refused, see nn_optim_step). */
 ag_status nn_mlp_train_step(nn_mlp *net, ag_tape *t, nn_optim *opt, nn_cost cost,
                             ag_tensor *x, ag_tensor *y, double *loss, nn_error *err);
+/* An op: the cost of net on (x, y) plus the gradient penalty
+ * lambda·‖∂C/∂x‖², the squared norm of the cost's gradient with respect to
+ * the inputs x (every row; C is the batch cost). The input gradient is
+ * recorded (ag_gradients with AG_CREATE_GRAPH), so the penalty's gradient,
+ * a second derivative of C, reaches the parameters. lambda = 0 gives the
+ * cost alone. NULL with the tape's status set (AG_ERR_VALUE for a negative
+ * or non-finite lambda). */
+ag_tensor *nn_penalized_loss(nn_mlp *net, ag_tape *t, nn_cost cost, ag_tensor *x, ag_tensor *y,
+                             double lambda);
+/* nn_mlp_train_step on nn_penalized_loss: *loss gets the cost plus the
+ * penalty. Errors as nn_mlp_train_step's. */
+ag_status nn_mlp_train_step_penalty(nn_mlp *net, ag_tape *t, nn_optim *opt, nn_cost cost,
+                                    ag_tensor *x, ag_tensor *y, double lambda, double *loss,
+                                    nn_error *err);
+/* The Hessian-vector product of the cost of net on (x, y) with respect to
+ * all its parameters (for curvature studies): v and hv hold
+ * nn_mlp_param_count(net) elements of the model's dtype, in the order of
+ * nn_mlp_data. Computed on t, which is reset before returning. Errors: the
+ * tape's, AG_ERR_NULL, AG_ERR_NOMEM. */
+ag_status nn_mlp_hvp(nn_mlp *net, ag_tape *t, nn_cost cost, ag_tensor *x, ag_tensor *y,
+                     const void *v, void *hv, nn_error *err);
 /* The accuracy (see nn_accuracy) of the model on x against target, computed
  * on t with recording off. A single output (C == 1) is thresholded at its
  * last activation's value at z = 0, so the class is 1 exactly when z >= 0:

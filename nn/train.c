@@ -21,16 +21,30 @@ static ag_status tape_fail(ag_tape *t, const char *fn, nn_error *err)
     return s;
 }
 
-ag_status nn_mlp_train_step(nn_mlp *net, ag_tape *t, nn_optim *opt, nn_cost cost,
-                            ag_tensor *x, ag_tensor *y, double *loss, nn_error *err)
+ag_tensor *nn_penalized_loss(nn_mlp *net, ag_tape *t, nn_cost cost, ag_tensor *x, ag_tensor *y,
+                             double lambda)
 {
-    const char *fn = "nn_mlp_train_step";
-    if (!net || !t || !opt)
-        return nn__fail(err, AG_ERR_NULL, "%s: %s is NULL", fn, !net ? "net" : !t ? "t" : "opt");
-    if (ag_tape_status(t) != AG_OK || ag_tape_check_input(t, y, fn, "y") != AG_OK)
-        return tape_fail(t, fn, err); /* y NULL, stale (made before a reset), freed */
-    nn__optim_zero_grad(opt, t);
-    ag_tensor *c = nn_loss(t, cost, nn_mlp_forward(net, t, x, NULL, 0), y);
+    nn_tap taps[NN_MAX_LAYERS];
+    ag_tensor *c = nn_loss(t, cost, nn_mlp_forward(net, t, x, taps, NN_MAX_LAYERS), y);
+    if (!c || lambda == 0)
+        return c;
+    if (!(lambda > 0) || !isfinite(lambda)) {
+        ag_tape_fail(t, AG_ERR_VALUE, "nn_penalized_loss: lambda %g must be finite and >= 0", lambda);
+        return NULL;
+    }
+    /* ∂C/∂x = ∂C/∂z¹ · (W¹)ᵀ, z¹ = x·W¹ + b¹: recorded, so that the
+     * penalty's own gradient (a second derivative of C) reaches W. */
+    ag_tensor *dz;
+    if (ag_gradients(t, c, 1, &taps[0].z, &dz, AG_CREATE_GRAPH) != AG_OK)
+        return NULL;
+    ag_tensor *dx = ag_matmul(t, dz, ag_transpose(t, nn_mlp_params(net, NULL)[0].tensor));
+    return ag_add(t, c, ag_scale(t, ag_sum(t, ag_square(t, dx)), lambda));
+}
+
+/* The step after the loss c is built: backward, the optimizer step, reset. */
+static ag_status step_on(ag_tape *t, nn_optim *opt, ag_tensor *c, const char *fn, double *loss,
+                         nn_error *err)
+{
     if (!c || ag_backward(t, c) != AG_OK)
         return tape_fail(t, fn, err);
     if (loss)
@@ -38,6 +52,76 @@ ag_status nn_mlp_train_step(nn_mlp *net, ag_tape *t, nn_optim *opt, nn_cost cost
     ag_status s = nn__optim_step(opt, t, fn, err); /* refuses non-finite gradients */
     ag_tape_reset(t);
     return s;
+}
+
+/* The arguments every training step checks; zeroes the grads when fine. */
+static ag_status step_start(nn_mlp *net, ag_tape *t, nn_optim *opt, ag_tensor *y, const char *fn,
+                            nn_error *err)
+{
+    if (!net || !t || !opt)
+        return nn__fail(err, AG_ERR_NULL, "%s: %s is NULL", fn, !net ? "net" : !t ? "t" : "opt");
+    if (ag_tape_status(t) != AG_OK || ag_tape_check_input(t, y, fn, "y") != AG_OK)
+        return tape_fail(t, fn, err); /* y NULL, stale (made before a reset), freed */
+    nn__optim_zero_grad(opt, t);
+    return AG_OK;
+}
+
+ag_status nn_mlp_train_step(nn_mlp *net, ag_tape *t, nn_optim *opt, nn_cost cost,
+                            ag_tensor *x, ag_tensor *y, double *loss, nn_error *err)
+{
+    const char *fn = "nn_mlp_train_step";
+    ag_status s = step_start(net, t, opt, y, fn, err);
+    if (s != AG_OK)
+        return s;
+    return step_on(t, opt, nn_loss(t, cost, nn_mlp_forward(net, t, x, NULL, 0), y), fn, loss, err);
+}
+
+ag_status nn_mlp_train_step_penalty(nn_mlp *net, ag_tape *t, nn_optim *opt, nn_cost cost,
+                                    ag_tensor *x, ag_tensor *y, double lambda, double *loss,
+                                    nn_error *err)
+{
+    const char *fn = "nn_mlp_train_step_penalty";
+    ag_status s = step_start(net, t, opt, y, fn, err);
+    if (s != AG_OK)
+        return s;
+    return step_on(t, opt, nn_penalized_loss(net, t, cost, x, y, lambda), fn, loss, err);
+}
+
+ag_status nn_mlp_hvp(nn_mlp *net, ag_tape *t, nn_cost cost, ag_tensor *x, ag_tensor *y,
+                     const void *v, void *hv, nn_error *err)
+{
+    const char *fn = "nn_mlp_hvp";
+    if (!net || !t || !v || !hv)
+        return nn__fail(err, AG_ERR_NULL, "%s: %s is NULL", fn,
+                        !net ? "net" : !t ? "t" : !v ? "v" : "hv");
+    size_t n, P = nn_mlp_param_count(net);
+    const nn_param *p = nn_mlp_params(net, &n);
+    ag_dtype dt = nn_mlp_spec(net)->dtype;
+    ag_tensor *vt = ag_view(dt, &P, 1, (void *)v, NULL), *vs[2 * NN_MAX_LAYERS];
+    ag_tensor *params[2 * NN_MAX_LAYERS], *out[2 * NN_MAX_LAYERS];
+    size_t made = 0, off = 0;
+    for (; vt && made < n; made++, off += ag_tensor_numel(params[made - 1])) {
+        params[made] = p[made].tensor;
+        vs[made] = ag_leaf_view(vt, off, ag_tensor_shape(params[made]), ag_tensor_rank(params[made]));
+        if (!vs[made])
+            break;
+    }
+    ag_status s = made < n ? nn__fail(err, AG_ERR_NOMEM, "%s: out of memory", fn) : AG_OK;
+    if (s == AG_OK && ag_tape_status(t) == AG_OK) {
+        ag_tensor *c = nn_loss(t, cost, nn_mlp_forward(net, t, x, NULL, 0), y);
+        if (c)
+            ag_hvp(t, c, n, params, vs, out);
+    }
+    if (s == AG_OK && ag_tape_status(t) != AG_OK)
+        s = tape_fail(t, fn, err);
+    size_t es = ag_dtype_size(dt);
+    for (size_t k = 0, at = 0; s == AG_OK && k < n; at += ag_tensor_numel(params[k]), k++)
+        memcpy((char *)hv + at * es, ag_data(out[k]), ag_tensor_numel(params[k]) * es);
+    for (size_t k = 0; k < made; k++)
+        ag_tensor_free(vs[k]);
+    ag_tensor_free(vt);
+    ag_tape_reset(t);
+    return s == AG_OK ? nn__ok(err) : s;
 }
 
 /* The threshold for a single output: its activation at z = 0, so that the
