@@ -118,7 +118,7 @@ enum { AG_OP_COUNT = 0
 };
 #undef AG_OP
 /* Pinned: a change of the op set changes this number on purpose. */
-_Static_assert(AG_OP_COUNT == 76, "ops/list.h changed: update the count here");
+_Static_assert(AG_OP_COUNT == 78, "ops/list.h changed: update the count here");
 extern const ag_op_def *const ag_op_table[AG_OP_COUNT];
 
 /* The arena (arena.c) is a list of chunks kept across resets: a reset only

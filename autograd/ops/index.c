@@ -3,7 +3,9 @@
  * (as cross_entropy's classes); they are checked when the op is recorded
  * and take no gradient. Both backwards add each gy element into the gx
  * element it was read from, in order on one thread: an index repeated
- * sums its gradients. */
+ * sums its gradients. Those backwards are also internal ops, index_add
+ * and scatter_add, so that a recorded backward (grad_graph) can run them;
+ * each pair is the other's gradient. */
 #include "../internal.h"
 
 #include <math.h>
@@ -72,40 +74,160 @@ static ag_status index_select_shape(ag_tape *t, ag_record *r, ag_tensor *out)
     return AG_OK;
 }
 
+/* Rows around the axis of a tensor shaped like x: (outer, n, inner); k
+ * indices pick among the n. */
+typedef struct {
+    size_t outer, n, inner, k;
+} rows;
+
+static rows rows_of(const ag_tensor *x, int axis, const ag_tensor *idx)
+{
+    rows d = {.k = idx->numel};
+    ag__axis_split(x, axis, &d.outer, &d.n, &d.inner);
+    return d;
+}
+
+/* y[o,j,:] = x[o,idx[j],:], or += with add. */
+static void select_rows(const rows *d, ag_dtype dt, const ag_tensor *idx, const void *x, void *y,
+                        bool add)
+{
+    size_t es = AG_DTYPE_SIZE(dt), row = d->inner * es;
+    const char *xs = x;
+    char *ys = y;
+    if (!add) {
+        for (size_t o = 0; o < d->outer; o++)
+            for (size_t j = 0; j < d->k; j++, ys += row)
+                memcpy(ys, xs + (o * d->n + index_at(idx, j)) * row, row);
+        return;
+    }
+    AG_DISPATCH(dt, T, {
+        const T *src = x;
+        T *dst = y;
+        for (size_t o = 0; o < d->outer; o++)
+            for (size_t j = 0; j < d->k; j++, dst += d->inner) {
+                const T *s = src + (o * d->n + index_at(idx, j)) * d->inner;
+                for (size_t i = 0; i < d->inner; i++)
+                    dst[i] += s[i];
+            }
+    });
+}
+
+/* x[o,idx[j],:] += y[o,j,:], in order on one thread. */
+static void add_rows(const rows *d, ag_dtype dt, const ag_tensor *idx, const void *y, void *x)
+{
+    AG_DISPATCH(dt, T, {
+        const T *src = y;
+        T *dst = x;
+        for (size_t o = 0; o < d->outer; o++)
+            for (size_t j = 0; j < d->k; j++, src += d->inner) {
+                T *g = dst + (o * d->n + index_at(idx, j)) * d->inner;
+                for (size_t i = 0; i < d->inner; i++)
+                    g[i] += src[i];
+            }
+    });
+}
+
 static ag_status index_select_forward(ag_tape *t, ag_record *r)
 {
     (void)t;
-    const ag_tensor *x = r->in[0], *idx = r->in[1];
-    size_t outer, n, inner, k = idx->numel, es = AG_DTYPE_SIZE(x->dtype);
-    ag__axis_split(x, r->attr.axis, &outer, &n, &inner);
-    size_t row = inner * es;
-    const char *xs = x->data;
-    char *y = r->out->data;
-    for (size_t o = 0; o < outer; o++)
-        for (size_t j = 0; j < k; j++, y += row)
-            memcpy(y, xs + (o * n + index_at(idx, j)) * row, row);
+    rows d = rows_of(r->in[0], r->attr.axis, r->in[1]);
+    select_rows(&d, r->out->dtype, r->in[1], r->in[0]->data, r->out->data, false);
     return AG_OK;
 }
 
 static ag_status index_select_backward(ag_tape *t, const ag_record *r, const void *gout, void *gin[])
 {
     (void)t;
-    const ag_tensor *x = r->in[0], *idx = r->in[1];
     if (!gin[0])
         return AG_OK; /* the indices take no gradient */
-    size_t outer, n, inner, k = idx->numel;
-    ag__axis_split(x, r->attr.axis, &outer, &n, &inner);
-    AG_DISPATCH(x->dtype, T, {
-        const T *gy = gout;
-        T *gx = gin[0];
-        for (size_t o = 0; o < outer; o++)
-            for (size_t j = 0; j < k; j++, gy += inner) {
-                T *g = gx + (o * n + index_at(idx, j)) * inner;
-                for (size_t i = 0; i < inner; i++)
-                    g[i] += gy[i];
-            }
-    });
+    rows d = rows_of(r->in[0], r->attr.axis, r->in[1]);
+    add_rows(&d, r->out->dtype, r->in[1], gout, gin[0]);
     return AG_OK;
+}
+
+/* ------------------------------------------------------------ index_add
+ * Internal: index_select's backward as an op, so that it is recorded.
+ * y = zeros of x's shape (attr.shape), y[o,idx[j],:] += g[o,j,:]; its
+ * gradient is index_select's forward, g's gradient gy[o,idx[j],:]. */
+
+/* The target shape of index_add and scatter_add (attr.shape, x's shape)
+ * into out when g (input 0) fits it off the axis: equal (index_add) or no
+ * larger (scatter_add). */
+static ag_status target_shape(ag_tape *t, ag_record *r, ag_tensor *out, bool equal)
+{
+    const ag_tensor *g = r->in[0];
+    size_t axis = (size_t)r->attr.axis; /* checked */
+    bool fits = r->attr.rank == g->rank && (g->rank == 0 || r->attr.shape);
+    for (size_t d = 0; fits && d < g->rank; d++)
+        fits = d == axis || (equal ? g->shape[d] == r->attr.shape[d] : g->shape[d] <= r->attr.shape[d]);
+    if (!fits) {
+        char s[AG_SHAPE_BUF];
+        return ag__error(t, AG_ERR_SHAPE, "ag_%s: %s does not fit the target shape off axis %zu",
+                         r->def->name, ag__shape_str(g, s, sizeof s), axis);
+    }
+    if (check_indices(t, r, r->attr.shape[axis]) != AG_OK)
+        return ag_tape_status(t);
+    out->rank = g->rank;
+    memcpy(out->shape, r->attr.shape, g->rank * sizeof *out->shape);
+    r->attr.shape = NULL; /* the caller's array need not outlive the call */
+    return AG_OK;
+}
+
+static ag_status index_add_shape(ag_tape *t, ag_record *r, ag_tensor *out)
+{
+    const ag_tensor *g = r->in[0], *idx = r->in[1];
+    if (ag__check_axis(t, r) != AG_OK)
+        return ag_tape_status(t);
+    if (idx->rank > 1 || g->shape[r->attr.axis] != idx->numel) {
+        char sg[AG_SHAPE_BUF], si[AG_SHAPE_BUF];
+        return ag__error(t, AG_ERR_SHAPE, "ag_index_add: input %s, indices %s: want indices [k], "
+                         "k = the input's size along axis %d", ag__shape_str(g, sg, sizeof sg),
+                         ag__shape_str(idx, si, sizeof si), r->attr.axis);
+    }
+    return target_shape(t, r, out, true);
+}
+
+static ag_status index_add_forward(ag_tape *t, ag_record *r)
+{
+    (void)t;
+    rows d = rows_of(r->out, r->attr.axis, r->in[1]);
+    memset(r->out->data, 0, r->out->numel * AG_DTYPE_SIZE(r->out->dtype));
+    add_rows(&d, r->out->dtype, r->in[1], r->in[0]->data, r->out->data);
+    return AG_OK;
+}
+
+static ag_status index_add_backward(ag_tape *t, const ag_record *r, const void *gout, void *gin[])
+{
+    (void)t;
+    if (!gin[0])
+        return AG_OK;
+    rows d = rows_of(r->out, r->attr.axis, r->in[1]);
+    select_rows(&d, r->out->dtype, r->in[1], gout, gin[0], true);
+    return AG_OK;
+}
+
+/* index_add of g into zeros of x's shape along axis. */
+static ag_tensor *index_add(ag_tape *t, ag_tensor *g, int axis, ag_tensor *idx, const ag_tensor *x)
+{
+    return ag__apply(t, &ag__op_index_add, g, idx,
+                     &(ag_attr){.axis = axis, .shape = x->shape, .rank = x->rank});
+}
+
+/* index_select and index_add are each other's gradient. */
+static ag_status index_select_graph(ag_tape *t, const ag_record *r, ag_tensor *g, const bool need[],
+                                    ag_tensor *gin[])
+{
+    if (need[0])
+        gin[0] = index_add(t, g, r->attr.axis, r->in[1], r->in[0]);
+    return ag_tape_status(t);
+}
+
+static ag_status index_add_graph(ag_tape *t, const ag_record *r, ag_tensor *g, const bool need[],
+                                 ag_tensor *gin[])
+{
+    if (need[0])
+        gin[0] = ag_index_select(t, g, r->attr.axis, r->in[1]);
+    return ag_tape_status(t);
 }
 
 /* ------------------------------------------------------------ gather
@@ -143,17 +265,16 @@ typedef struct {
     size_t axis_step;
 } gather_walk;
 
-static void walk_init(gather_walk *w, const ag_record *r)
+static void walk_init(gather_walk *w, const ag_tensor *x, const ag_tensor *y, int axis)
 {
-    const ag_tensor *x = r->in[0], *y = r->out;
     size_t st = 1;
     w->rank = y->rank;
     w->axis_step = 0;
     for (size_t d = x->rank; d-- > 0;) {
         w->n[d] = y->shape[d];
-        w->s[d] = d == (size_t)r->attr.axis ? 0 : st;
+        w->s[d] = d == (size_t)axis ? 0 : st;
         w->pos[d] = 0;
-        if (d == (size_t)r->attr.axis)
+        if (d == (size_t)axis)
             w->axis_step = st;
         st *= x->shape[d];
     }
@@ -171,44 +292,122 @@ static inline void walk_next(gather_walk *w)
     }
 }
 
+/* y[i] (+)= x[at(i)] over y, x of shape xs and y of idx's shape. */
+static void gather_into(const ag_tensor *xs, const ag_tensor *idx, int axis, ag_dtype dt,
+                        const void *x, void *y, bool add)
+{
+    gather_walk w;
+    walk_init(&w, xs, idx, axis);
+    AG_DISPATCH(dt, T, {
+        const T *src = x;
+        T *dst = y;
+        for (size_t i = 0; i < idx->numel; i++, walk_next(&w)) {
+            T v = src[w.at + index_at(idx, i) * w.axis_step];
+            dst[i] = add ? dst[i] + v : v;
+        }
+    });
+}
+
+/* x[at(i)] += y[i], in order on one thread. */
+static void scatter_into(const ag_tensor *xs, const ag_tensor *idx, int axis, ag_dtype dt,
+                         const void *y, void *x)
+{
+    gather_walk w;
+    walk_init(&w, xs, idx, axis);
+    AG_DISPATCH(dt, T, {
+        const T *src = y;
+        T *dst = x;
+        for (size_t i = 0; i < idx->numel; i++, walk_next(&w))
+            dst[w.at + index_at(idx, i) * w.axis_step] += src[i];
+    });
+}
+
 static ag_status gather_forward(ag_tape *t, ag_record *r)
 {
     (void)t;
-    const ag_tensor *idx = r->in[1];
-    gather_walk w;
-    walk_init(&w, r);
-    AG_DISPATCH(r->out->dtype, T, {
-        const T *x = r->in[0]->data;
-        T *y = r->out->data;
-        for (size_t i = 0; i < r->out->numel; i++, walk_next(&w))
-            y[i] = x[w.at + index_at(idx, i) * w.axis_step];
-    });
+    gather_into(r->in[0], r->in[1], r->attr.axis, r->out->dtype, r->in[0]->data, r->out->data,
+                false);
     return AG_OK;
 }
 
 static ag_status gather_backward(ag_tape *t, const ag_record *r, const void *gout, void *gin[])
 {
     (void)t;
-    const ag_tensor *idx = r->in[1];
     if (!gin[0])
         return AG_OK; /* the indices take no gradient */
-    gather_walk w;
-    walk_init(&w, r);
-    AG_DISPATCH(r->out->dtype, T, {
-        const T *gy = gout;
-        T *gx = gin[0];
-        for (size_t i = 0; i < r->out->numel; i++, walk_next(&w))
-            gx[w.at + index_at(idx, i) * w.axis_step] += gy[i];
-    });
+    scatter_into(r->in[0], r->in[1], r->attr.axis, r->out->dtype, gout, gin[0]);
     return AG_OK;
+}
+
+/* ------------------------------------------------------------ scatter_add
+ * Internal: gather's backward as an op. y = zeros of x's shape
+ * (attr.shape), y[..idx[..j..]..] += g[..j..]; g has idx's shape. Its
+ * gradient is gather's forward. */
+
+static ag_status scatter_add_shape(ag_tape *t, ag_record *r, ag_tensor *out)
+{
+    const ag_tensor *g = r->in[0], *idx = r->in[1];
+    if (ag__check_axis(t, r) != AG_OK)
+        return ag_tape_status(t);
+    if (idx->rank != g->rank || memcmp(idx->shape, g->shape, g->rank * sizeof *g->shape) != 0) {
+        char sg[AG_SHAPE_BUF], si[AG_SHAPE_BUF];
+        return ag__error(t, AG_ERR_SHAPE, "ag_scatter_add: input %s, indices %s: want one shape",
+                         ag__shape_str(g, sg, sizeof sg), ag__shape_str(idx, si, sizeof si));
+    }
+    return target_shape(t, r, out, false);
+}
+
+static ag_status scatter_add_forward(ag_tape *t, ag_record *r)
+{
+    (void)t;
+    memset(r->out->data, 0, r->out->numel * AG_DTYPE_SIZE(r->out->dtype));
+    scatter_into(r->out, r->in[1], r->attr.axis, r->out->dtype, r->in[0]->data, r->out->data);
+    return AG_OK;
+}
+
+static ag_status scatter_add_backward(ag_tape *t, const ag_record *r, const void *gout, void *gin[])
+{
+    (void)t;
+    if (!gin[0])
+        return AG_OK;
+    gather_into(r->out, r->in[1], r->attr.axis, r->out->dtype, gout, gin[0], true);
+    return AG_OK;
+}
+
+/* gather and scatter_add are each other's gradient. */
+static ag_status gather_graph(ag_tape *t, const ag_record *r, ag_tensor *g, const bool need[],
+                              ag_tensor *gin[])
+{
+    const ag_tensor *x = r->in[0];
+    if (need[0])
+        gin[0] = ag__apply(t, &ag__op_scatter_add, g, r->in[1],
+                           &(ag_attr){.axis = r->attr.axis, .shape = x->shape, .rank = x->rank});
+    return ag_tape_status(t);
+}
+
+static ag_status scatter_add_graph(ag_tape *t, const ag_record *r, ag_tensor *g, const bool need[],
+                                   ag_tensor *gin[])
+{
+    if (need[0])
+        gin[0] = ag_gather(t, g, r->attr.axis, r->in[1]);
+    return ag_tape_status(t);
 }
 
 const ag_op_def ag__op_index_select = {.name = "index_select", .arity = 2,
                                        .shape = index_select_shape,
                                        .forward = index_select_forward,
-                                       .backward = index_select_backward};
+                                       .backward = index_select_backward,
+                                       .grad_graph = index_select_graph};
 const ag_op_def ag__op_gather = {.name = "gather", .arity = 2, .shape = gather_shape,
-                                 .forward = gather_forward, .backward = gather_backward};
+                                 .forward = gather_forward, .backward = gather_backward,
+                                 .grad_graph = gather_graph};
+const ag_op_def ag__op_index_add = {.name = "index_add", .arity = 2, .shape = index_add_shape,
+                                    .forward = index_add_forward, .backward = index_add_backward,
+                                    .grad_graph = index_add_graph};
+const ag_op_def ag__op_scatter_add = {.name = "scatter_add", .arity = 2, .shape = scatter_add_shape,
+                                      .forward = scatter_add_forward,
+                                      .backward = scatter_add_backward,
+                                      .grad_graph = scatter_add_graph};
 
 /* ------------------------------------------------------------ public API */
 

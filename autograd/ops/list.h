@@ -64,6 +64,9 @@ AG_OP(permute)
 AG_OP(expand)
 AG_OP(index_select)
 AG_OP(gather)
+/* index.c: internal, the recorded backwards of index_select and gather */
+AG_OP(index_add)
+AG_OP(scatter_add)
 /* (end of the shape second op set) */
 /* reduce.c */
 AG_OP(sum)

@@ -11,6 +11,7 @@
 #include "../internal.h"
 
 #include <stdio.h>
+#include <string.h>
 
 typedef struct {
     size_t batch, m, k, n;
@@ -165,9 +166,57 @@ static ag_status matmul_backward(ag_tape *t, const ag_record *r, const void *gou
     return s;
 }
 
+/* x as a matrix: a 1-D a as the row [1,k], a 1-D b as the column [k,1]. */
+static ag_tensor *as_matrix(ag_tape *t, ag_tensor *x, bool row)
+{
+    if (x->rank != 1)
+        return x;
+    size_t n = x->shape[0], shape[2] = {row ? 1 : n, row ? n : 1};
+    return ag_reshape(t, x, shape, 2);
+}
+
+/* g, the gradient of a product of matrices (as_matrix), summed to x2's
+ * shape over the batch axes x2 shares, then reshaped to x's. */
+static ag_tensor *fit(ag_tape *t, ag_tensor *g, const ag_tensor *x2, const ag_tensor *x)
+{
+    g = ag__sum_to(t, g, x2);
+    return g && x->rank == 1 ? ag_reshape(t, g, x->shape, 1) : g;
+}
+
+/* The fused backward in ops, on a and b as matrices and g with their
+ * dropped axes put back: ga = g · b^T, gb = a^T · g, each summed over the
+ * batch axes its operand was broadcast along. A b without batch axes
+ * reads a and g as [B·m, k] and [B·m, n], as the forward: gb is one
+ * product, no sum. */
+static ag_status matmul_graph(ag_tape *t, const ag_record *r, ag_tensor *g, const bool need[],
+                              ag_tensor *gin[])
+{
+    ag_tensor *a = r->in[0], *b = r->in[1];
+    ag_tensor *a2 = as_matrix(t, a, true), *b2 = as_matrix(t, b, false);
+    if (!a2 || !b2)
+        return ag_tape_status(t);
+    size_t m = a2->shape[a2->rank - 2], k = a2->shape[a2->rank - 1], n = b2->shape[b2->rank - 1];
+    size_t shape[AG_MAX_RANK], nb = r->out->rank - (a->rank > 1) - (b->rank > 1);
+    memcpy(shape, r->out->shape, nb * sizeof *shape);
+    shape[nb] = m;
+    shape[nb + 1] = n;
+    ag_tensor *g2 = ag_reshape(t, g, shape, nb + 2);
+    if (need[0])
+        gin[0] = fit(t, ag_matmul(t, g2, ag_transpose(t, b2)), a2, a);
+    if (need[1] && b2->rank == 2) { /* b is not empty: k > 0 */
+        size_t rows = a2->numel / k, as[2] = {rows, k}, gs[2] = {rows, n};
+        ag_tensor *af = a2->rank == 2 ? a2 : ag_reshape(t, a2, as, 2);
+        ag_tensor *gf = a2->rank == 2 ? g2 : ag_reshape(t, g2, gs, 2);
+        gin[1] = fit(t, ag_matmul(t, ag_transpose(t, af), gf), b2, b);
+    } else if (need[1]) {
+        gin[1] = fit(t, ag_matmul(t, ag_transpose(t, a2), g2), b2, b);
+    }
+    return ag_tape_status(t);
+}
+
 const ag_op_def ag__op_matmul = {.name = "matmul", .arity = 2, .same_dtype = true,
                                  .shape = matmul_shape, .forward = matmul_forward,
-                                 .backward = matmul_backward};
+                                 .backward = matmul_backward, .grad_graph = matmul_graph};
 
 ag_tensor *ag_matmul(ag_tape *t, ag_tensor *a, ag_tensor *b)
 {

@@ -63,6 +63,14 @@ static ag_status transpose_backward(ag_tape *t, const ag_record *r, const void *
     return AG_OK;
 }
 
+static ag_status transpose_graph(ag_tape *t, const ag_record *r, ag_tensor *g, const bool need[],
+                                 ag_tensor *gin[])
+{
+    (void)r, (void)need;
+    gin[0] = ag_transpose(t, g);
+    return ag_tape_status(t);
+}
+
 /* ------------------------------------------------------------ reshape, detach
  * Both share the input's data; a gradient passes through unchanged. */
 
@@ -106,6 +114,22 @@ static ag_status reshape_backward(ag_tape *t, const ag_record *r, const void *go
             gx[i] += gy[i];
     });
     return AG_OK;
+}
+
+static ag_status reshape_graph(ag_tape *t, const ag_record *r, ag_tensor *g, const bool need[],
+                               ag_tensor *gin[])
+{
+    (void)need;
+    gin[0] = ag_reshape(t, g, r->in[0]->shape, r->in[0]->rank);
+    return ag_tape_status(t);
+}
+
+/* detach passes no gradient: gin stays NULL */
+static ag_status detach_graph(ag_tape *t, const ag_record *r, ag_tensor *g, const bool need[],
+                              ag_tensor *gin[])
+{
+    (void)r, (void)g, (void)need, (void)gin;
+    return ag_tape_status(t);
 }
 
 /* ------------------------------------------------------------ concat, slice
@@ -167,6 +191,19 @@ static ag_status concat_backward(ag_tape *t, const ag_record *r, const void *gou
     return AG_OK;
 }
 
+/* each input's gradient is its part of g along the axis */
+static ag_status concat_graph(ag_tape *t, const ag_record *r, ag_tensor *g, const bool need[],
+                              ag_tensor *gin[])
+{
+    int axis = r->attr.axis;
+    size_t na = r->in[0]->shape[axis], nb = r->in[1]->shape[axis];
+    if (need[0])
+        gin[0] = ag_slice(t, g, axis, 0, na);
+    if (need[1])
+        gin[1] = ag_slice(t, g, axis, na, na + nb);
+    return ag_tape_status(t);
+}
+
 static ag_status slice_shape(ag_tape *t, ag_record *r, ag_tensor *out)
 {
     const ag_tensor *x = r->in[0];
@@ -214,6 +251,35 @@ static ag_status slice_backward(ag_tape *t, const ag_record *r, const void *gout
     return AG_OK;
 }
 
+/* Zeros of x's shape with n along the axis: slice's padding (a constant). */
+static ag_tensor *zero_pad(ag_tape *t, const ag_tensor *x, int axis, size_t n)
+{
+    size_t shape[AG_MAX_RANK];
+    memcpy(shape, x->shape, x->rank * sizeof *shape);
+    shape[axis] = n;
+    ag_tensor *z = ag__tape_tensor(t, x->dtype, shape, x->rank);
+    if (z)
+        memset(z->data, 0, z->numel * ag_dtype_size(z->dtype));
+    return z;
+}
+
+/* g put back in place between zeros: [0.. start) g [end.. n) */
+static ag_status slice_graph(ag_tape *t, const ag_record *r, ag_tensor *g, const bool need[],
+                             ag_tensor *gin[])
+{
+    (void)need;
+    const ag_tensor *x = r->in[0];
+    int axis = r->attr.axis;
+    size_t start = r->attr.start, end = r->attr.end, n = x->shape[axis];
+    ag_tensor *p = g;
+    if (start > 0)
+        p = ag_concat(t, zero_pad(t, g, axis, start), p, axis);
+    if (end < n)
+        p = ag_concat(t, p, zero_pad(t, g, axis, n - end), axis);
+    gin[0] = p;
+    return ag_tape_status(t);
+}
+
 /* ------------------------------------------------------------ cast */
 
 static ag_status cast_shape(ag_tape *t, ag_record *r, ag_tensor *out)
@@ -248,6 +314,14 @@ static ag_status cast_backward(ag_tape *t, const ag_record *r, const void *gout,
     (void)t;
     convert(r->in[0]->dtype, gin[0], r->out->dtype, gout, r->out->numel, true);
     return AG_OK;
+}
+
+static ag_status cast_graph(ag_tape *t, const ag_record *r, ag_tensor *g, const bool need[],
+                            ag_tensor *gin[])
+{
+    (void)need;
+    gin[0] = ag_cast(t, g, r->in[0]->dtype);
+    return ag_tape_status(t);
 }
 
 /* ------------------------------------------------------------ permute, expand
@@ -444,6 +518,19 @@ static ag_status permute_backward(ag_tape *t, const ag_record *r, const void *go
     return AG_OK;
 }
 
+/* g permuted back: the result's axis d was x's axis perm[d] */
+static ag_status permute_graph(ag_tape *t, const ag_record *r, ag_tensor *g, const bool need[],
+                               ag_tensor *gin[])
+{
+    (void)need;
+    const size_t *perm = r->saved;
+    int inv[AG_MAX_RANK];
+    for (size_t d = 0; d < r->out->rank; d++)
+        inv[perm[d]] = (int)d;
+    gin[0] = ag_permute(t, g, inv, r->out->rank);
+    return ag_tape_status(t);
+}
+
 static ag_status expand_shape(ag_tape *t, ag_record *r, ag_tensor *out)
 {
     const ag_tensor *x = r->in[0];
@@ -513,24 +600,40 @@ static ag_status expand_backward(ag_tape *t, const ag_record *r, const void *gou
     return AG_OK;
 }
 
+/* g summed back over the broadcast axes */
+static ag_status expand_graph(ag_tape *t, const ag_record *r, ag_tensor *g, const bool need[],
+                              ag_tensor *gin[])
+{
+    (void)need;
+    gin[0] = ag__sum_to(t, g, r->in[0]);
+    return ag_tape_status(t);
+}
+
 const ag_op_def ag__op_transpose = {.name = "transpose", .arity = 1, .shape = transpose_shape,
-                                    .forward = transpose_forward, .backward = transpose_backward};
+                                    .forward = transpose_forward, .backward = transpose_backward,
+                                    .grad_graph = transpose_graph};
 const ag_op_def ag__op_reshape = {.name = "reshape", .arity = 1, .view = true, .shape = reshape_shape,
-                                  .forward = reshape_forward, .backward = reshape_backward};
+                                  .forward = reshape_forward, .backward = reshape_backward,
+                                  .grad_graph = reshape_graph};
 const ag_op_def ag__op_concat = {.name = "concat", .arity = 2, .same_dtype = true, .shape = concat_shape,
-                                 .forward = concat_forward, .backward = concat_backward};
+                                 .forward = concat_forward, .backward = concat_backward,
+                                 .grad_graph = concat_graph};
 const ag_op_def ag__op_slice = {.name = "slice", .arity = 1, .shape = slice_shape,
-                                .forward = slice_forward, .backward = slice_backward};
+                                .forward = slice_forward, .backward = slice_backward,
+                                .grad_graph = slice_graph};
 const ag_op_def ag__op_cast = {.name = "cast", .arity = 1, .shape = cast_shape,
-                               .forward = cast_forward, .backward = cast_backward};
+                               .forward = cast_forward, .backward = cast_backward,
+                               .grad_graph = cast_graph};
 const ag_op_def ag__op_permute = {.name = "permute", .arity = 1, .shape = permute_shape,
-                                  .forward = permute_forward, .backward = permute_backward};
+                                  .forward = permute_forward, .backward = permute_backward,
+                                  .grad_graph = permute_graph};
 const ag_op_def ag__op_expand = {.name = "expand", .arity = 1, .shape = expand_shape,
-                                 .forward = expand_forward, .backward = expand_backward};
+                                 .forward = expand_forward, .backward = expand_backward,
+                                 .grad_graph = expand_graph};
 /* detach shares its input's data like reshape, and no gradient passes */
 const ag_op_def ag__op_detach = {.name = "detach", .arity = 1, .view = true, .no_grad = true,
                                  .shape = ag__shape_same, .forward = reshape_forward,
-                                 .backward = reshape_backward};
+                                 .backward = reshape_backward, .grad_graph = detach_graph};
 
 /* ------------------------------------------------------------ public API */
 
