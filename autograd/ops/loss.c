@@ -27,12 +27,26 @@ static ag_status check_probabilities(ag_tape *t, const ag_tensor *p)
     return AG_OK;
 }
 
+/* A rank-0 constant of dtype dt holding (T)v. */
+static ag_tensor *scalar_const(ag_tape *t, ag_dtype dt, double v)
+{
+    ag_tensor *c = ag__tape_tensor(t, dt, NULL, 0);
+    AG_DISPATCH(dt, T, {
+        if (c)
+            *(T *)c->data = (T)v;
+    });
+    return c;
+}
+
 /* An elementwise loss: mean-like reduction of term(a, y) over the
  * elements, divided by divisor(a). Each op gives its summand and the
- * summand's derivatives (before the division) as one expression each. */
+ * summand's derivatives (before the division) as one expression each, and
+ * the same derivatives in recorded ops (GA, GY: tensors of a's shape, in
+ * the ag_tensors a, y and gs = g / divisor), for ag_gradients with
+ * AG_CREATE_GRAPH; in f64 they are the fused loop's numbers to the bit. */
 #define AG_LOSS(NAME, ...) AG_LOSS_SHAPED(NAME, ag__shape_same_pair, __VA_ARGS__)
 /* The same with its own shape rule (one that also checks the op's scalar). */
-#define AG_LOSS_SHAPED(NAME, SHAPE, CHECK, DIVISOR, TERM, DA, DY)                         \
+#define AG_LOSS_SHAPED(NAME, SHAPE, CHECK, DIVISOR, TERM, DA, DY, GA, GY)                 \
     static ag_status NAME##_forward(ag_tape *t, ag_record *r)                             \
     {                                                                                     \
         if (CHECK(t, r->in[0]) != AG_OK)                                                  \
@@ -68,9 +82,22 @@ static ag_status check_probabilities(ag_tape *t, const ag_tensor *p)
         });                                                                               \
         return AG_OK;                                                                     \
     }                                                                                     \
+    static ag_status NAME##_graph(ag_tape *t, const ag_record *r, ag_tensor *g,           \
+                                  const bool need[], ag_tensor *gin[])                    \
+    {                                                                                     \
+        const ag_tensor *A = r->in[0];                                                    \
+        ag_tensor *a = r->in[0], *y = r->in[1];                                           \
+        ag_tensor *gs = ag_div(t, g, scalar_const(t, g->dtype, (DIVISOR)));               \
+        (void)a, (void)y;                                                                 \
+        if (need[0])                                                                      \
+            gin[0] = (GA);                                                                \
+        if (need[1])                                                                      \
+            gin[1] = (GY);                                                                \
+        return ag_tape_status(t);                                                         \
+    }                                                                                     \
     const ag_op_def ag__op_##NAME = {.name = #NAME, .arity = 2, .same_dtype = true,       \
                                      .shape = SHAPE, .forward = NAME##_forward,           \
-                                     .backward = NAME##_backward}
+                                     .backward = NAME##_backward, .grad_graph = NAME##_graph}
 
 static ag_status any_values(ag_tape *t, const ag_tensor *a)
 {
@@ -88,16 +115,28 @@ static double bce_dp(double p, double y)
     return (p - y) / (w > 1e-12 ? w : 1e-12);
 }
 
-AG_LOSS(mse, any_values, (double)A->numel, (a - y) * (a - y), 2 * (a - y), -2 * (a - y));
+/* The recorded backwards' pieces. */
+#define MUL(a, b) ag_mul(t, (a), (b))
+#define ONE_MINUS(a) ag_add_scalar(t, ag_neg(t, (a)), 1)
+#define SQUARED_GA(c) MUL(gs, ag_scale(t, ag_sub(t, a, y), (c)))
+/* clamped_log, its floor a constant (no gradient below it) */
+#define CLAMPED_LOG(p) ag_clamp(t, ag_log(t, (p)), LOG_FLOOR, INFINITY)
+
+AG_LOSS(mse, any_values, (double)A->numel, (a - y) * (a - y), 2 * (a - y), -2 * (a - y),
+        SQUARED_GA(2), SQUARED_GA(-2));
 /* Nielsen's cost divides by 2 and the number of rows */
 AG_LOSS(quadratic_cost, any_values, 2.0 * (double)(A->rank >= 2 ? A->shape[0] : 1),
-        (a - y) * (a - y), 2 * (a - y), -2 * (a - y));
+        (a - y) * (a - y), 2 * (a - y), -2 * (a - y), SQUARED_GA(2), SQUARED_GA(-2));
+/* bce_dp's floor on p(1-p) is a clamp: no gradient below it */
 AG_LOSS(bce, check_probabilities, (double)A->numel,
         -(y * clamped_log(a) + (1 - y) * clamped_log(1 - a)), bce_dp(a, y),
-        -(clamped_log(a) - clamped_log(1 - a)));
+        -(clamped_log(a) - clamped_log(1 - a)),
+        MUL(gs, ag_div(t, ag_sub(t, a, y), ag_clamp(t, MUL(a, ONE_MINUS(a)), 1e-12, INFINITY))),
+        MUL(gs, ag_sub(t, CLAMPED_LOG(ONE_MINUS(a)), CLAMPED_LOG(a))));
 /* max(z,0) - z y + ln(1 + e^-|z|): finite for any z */
 AG_LOSS(bce_with_logits, any_values, (double)A->numel,
-        (a > 0 ? a : 0) - a * y + softplus_neg_abs(a), sigmoid(a) - y, -a);
+        (a > 0 ? a : 0) - a * y + softplus_neg_abs(a), sigmoid(a) - y, -a,
+        MUL(gs, ag_sub(t, ag_sigmoid(t, a), y)), MUL(gs, ag_neg(t, a)));
 
 /* huber: with d = a - y and delta > 0, 0.5 d² where |d| < delta, else
  * delta (|d| - 0.5 delta); its slope d, else delta sign d */
@@ -118,9 +157,31 @@ static ag_status huber_loss_shape(ag_tape *t, ag_record *r, ag_tensor *out)
     return ag__shape_same_pair(t, r, out);
 }
 
+/* huber_slope in recorded ops: a - y where |a - y| < delta (a constant
+ * mask, from the inputs in double as the fused loop), else the constant
+ * delta sign(a - y). */
+static ag_tensor *huber_slope_graph(ag_tape *t, const ag_record *r)
+{
+    ag_tensor *a = r->in[0], *y = r->in[1];
+    ag_tensor *in = ag__tape_tensor(t, a->dtype, a->shape, a->rank);
+    ag_tensor *out = ag__tape_tensor(t, a->dtype, a->shape, a->rank);
+    if (!in || !out)
+        return NULL;
+    AG_DISPATCH(a->dtype, T, {
+        const T *as = a->data, *ys = y->data;
+        for (size_t i = 0; i < a->numel; i++) {
+            double d = (double)as[i] - (double)ys[i];
+            ((T *)in->data)[i] = fabs(d) < r->attr.scalar;
+            ((T *)out->data)[i] = (T)huber_slope(d, r->attr.scalar);
+        }
+    });
+    return ag_where(t, in, ag_sub(t, a, y), out);
+}
+
 AG_LOSS_SHAPED(huber_loss, huber_loss_shape, any_values, (double)A->numel,
                huber_term(a - y, r->attr.scalar), huber_slope(a - y, r->attr.scalar),
-               -huber_slope(a - y, r->attr.scalar));
+               -huber_slope(a - y, r->attr.scalar), MUL(gs, huber_slope_graph(t, r)),
+               MUL(gs, ag_neg(t, huber_slope_graph(t, r))));
 
 /* ------------------------------------------------------------ cross entropy
  *   z: (N,C) logits, c: (N) class indices
@@ -208,10 +269,43 @@ static ag_status cross_entropy_backward(ag_tape *t, const ag_record *r, const vo
     return AG_OK;
 }
 
+/* [N,C] constant: 1 at (r, c_r), 0 elsewhere. */
+static ag_tensor *one_hot(ag_tape *t, const ag_record *r)
+{
+    const ag_tensor *z = r->in[0], *c = r->in[1];
+    size_t rows = z->shape[0], cols = z->shape[1];
+    ag_tensor *m = ag__tape_tensor(t, z->dtype, z->shape, z->rank);
+    if (!m)
+        return NULL;
+    AG_DISPATCH(z->dtype, T, {
+        T *ms = m->data;
+        for (size_t i = 0; i < rows * cols; i++)
+            ms[i] = 0;
+        for (size_t i = 0; i < rows; i++)
+            ms[i * cols + (size_t)ag_get(c, i)] = 1;
+    });
+    return m;
+}
+
+/* g/N (e^(z - lse) - onehot), lse recorded again as ag_logsumexp (the
+ * forward's lse, to the bit, for finite z); the classes take none. */
+static ag_status cross_entropy_graph(ag_tape *t, const ag_record *r, ag_tensor *g, const bool need[],
+                                     ag_tensor *gin[])
+{
+    ag_tensor *z = r->in[0];
+    if (!need[0])
+        return ag_tape_status(t);
+    ag_tensor *gs = ag_div(t, g, scalar_const(t, g->dtype, (double)z->shape[0]));
+    ag_tensor *p = ag_exp(t, ag_sub(t, z, ag_logsumexp(t, z, 1, true)));
+    gin[0] = MUL(gs, ag_sub(t, p, one_hot(t, r)));
+    return ag_tape_status(t);
+}
+
 const ag_op_def ag__op_cross_entropy = {.name = "cross_entropy", .arity = 2,
                                         .shape = cross_entropy_shape,
                                         .forward = cross_entropy_forward,
-                                        .backward = cross_entropy_backward};
+                                        .backward = cross_entropy_backward,
+                                        .grad_graph = cross_entropy_graph};
 
 /* ------------------------------------------------------------ nll_loss
  *   lp: (N,C) log-probabilities, c: (N) class indices
@@ -253,8 +347,20 @@ static ag_status nll_loss_backward(ag_tape *t, const ag_record *r, const void *g
     return AG_OK;
 }
 
+/* -g/N at each row's class, 0 elsewhere; the classes take none */
+static ag_status nll_loss_graph(ag_tape *t, const ag_record *r, ag_tensor *g, const bool need[],
+                                ag_tensor *gin[])
+{
+    if (!need[0])
+        return ag_tape_status(t);
+    ag_tensor *gs = ag_div(t, g, scalar_const(t, g->dtype, (double)r->in[0]->shape[0]));
+    gin[0] = ag_where(t, one_hot(t, r), ag_neg(t, gs), scalar_const(t, g->dtype, 0));
+    return ag_tape_status(t);
+}
+
 const ag_op_def ag__op_nll_loss = {.name = "nll_loss", .arity = 2, .shape = nll_loss_shape,
-                                   .forward = nll_loss_forward, .backward = nll_loss_backward};
+                                   .forward = nll_loss_forward, .backward = nll_loss_backward,
+                                   .grad_graph = nll_loss_graph};
 
 /* ------------------------------------------------------------ public API */
 

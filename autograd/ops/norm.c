@@ -76,9 +76,34 @@ static ag_status layer_norm_backward(ag_tape *t, const ag_record *r, const void 
     return AG_OK;
 }
 
+/* The recorded backward: the same formula in ops, with μ, the variance
+ * and 1/σ recorded again from x (divisions by (T)n and the order of the
+ * forward's double sums: in f64 the fused loop's numbers to the bit; in
+ * f32 the fused loop sums in double, this in f32), so that y and 1/σ
+ * carry x's second derivatives. */
+static ag_status layer_norm_graph(ag_tape *t, const ag_record *r, ag_tensor *g, const bool need[],
+                                  ag_tensor *gin[])
+{
+    (void)need;
+    ag_tensor *x = r->in[0], *y = r->out;
+    int last = (int)x->rank - 1;
+    ag_tensor *n = ag__tape_tensor(t, x->dtype, NULL, 0);
+    if (!n)
+        return ag_tape_status(t);
+    AG_DISPATCH(x->dtype, T, { *(T *)n->data = (T)x->shape[last]; });
+    ag_tensor *d = ag_sub(t, x, ag_div(t, ag_sum_axis(t, x, last, true), n));
+    ag_tensor *var = ag_div(t, ag_sum_axis(t, ag_square(t, d), last, true), n);
+    ag_tensor *rstd = ag_rsqrt(t, ag_add_scalar(t, var, r->attr.scalar));
+    ag_tensor *mg = ag_div(t, ag_sum_axis(t, g, last, true), n);
+    ag_tensor *mgy = ag_div(t, ag_sum_axis(t, ag_mul(t, g, y), last, true), n);
+    gin[0] = ag_mul(t, ag_sub(t, ag_sub(t, g, mg), ag_mul(t, y, mgy)), rstd);
+    return ag_tape_status(t);
+}
+
 const ag_op_def ag__op_layer_norm = {.name = "layer_norm", .arity = 1, .shape = layer_norm_shape,
                                      .forward = layer_norm_forward,
-                                     .backward = layer_norm_backward};
+                                     .backward = layer_norm_backward,
+                                     .grad_graph = layer_norm_graph};
 
 /* ------------------------------------------------------------ dropout
  * Training with p > 0: each element is kept with probability 1 - p and
@@ -140,8 +165,26 @@ static ag_status dropout_backward(ag_tape *t, const ag_record *r, const void *go
     return AG_OK;
 }
 
+/* g m, the saved mask a constant; g itself for the identity */
+static ag_status dropout_graph(ag_tape *t, const ag_record *r, ag_tensor *g, const bool need[],
+                               ag_tensor *gin[])
+{
+    (void)need;
+    const ag_tensor *x = r->in[0];
+    if (!r->saved) {
+        gin[0] = g;
+        return ag_tape_status(t);
+    }
+    ag_tensor *m = ag__tape_tensor(t, x->dtype, x->shape, x->rank);
+    if (m)
+        memcpy(m->data, r->saved, x->numel * AG_DTYPE_SIZE(x->dtype));
+    gin[0] = ag_mul(t, g, m);
+    return ag_tape_status(t);
+}
+
 const ag_op_def ag__op_dropout = {.name = "dropout", .arity = 1, .shape = dropout_shape,
-                                  .forward = dropout_forward, .backward = dropout_backward};
+                                  .forward = dropout_forward, .backward = dropout_backward,
+                                  .grad_graph = dropout_graph};
 
 /* ------------------------------------------------------------ public API */
 

@@ -667,9 +667,256 @@ static ag_status mean_axes_backward(ag_tape *t, const ag_record *r, const void *
     return AG_OK;
 }
 
+/* ------------------------------------------------------------ recorded backwards
+ * Each op's backward again, written in the engine's own ops so that
+ * ag_gradients with AG_CREATE_GRAPH records it and it can be
+ * differentiated again: the fused loops' formulas, in their order, so the
+ * two agree to the bit (prod_axis: to rounding, see its scan). The
+ * factors that are piecewise constant in x (where the extreme sits) are
+ * constants; everything that depends smoothly on x goes through ops. */
+
+/* A rank-0 constant (T)num / (T)den of dtype dt: the scale factors of the
+ * fused loops, rounded as there ((T)1 / (T)n, (T)n, ...). */
+static ag_tensor *ratio(ag_tape *t, ag_dtype dt, double num, double den)
+{
+    ag_tensor *c = ag__tape_tensor(t, dt, NULL, 0);
+    AG_DISPATCH(dt, T, {
+        if (c)
+            *(T *)c->data = (T)num / (T)den;
+    });
+    return c;
+}
+
+static bool same_shape(const ag_tensor *a, const size_t *shape, size_t rank)
+{
+    return a->rank == rank && memcmp(a->shape, shape, rank * sizeof *shape) == 0;
+}
+
+/* g, shaped as a reduction of x over the axes in mask (keepdim or not),
+ * reshaped to x's rank with those axes of size 1: it broadcasts against x. */
+static ag_tensor *kept(ag_tape *t, ag_tensor *g, const ag_tensor *x, unsigned mask)
+{
+    size_t shape[AG_MAX_RANK];
+    for (size_t d = 0; d < x->rank; d++)
+        shape[d] = (mask >> d) & 1 ? 1 : x->shape[d];
+    return !g || same_shape(g, shape, x->rank) ? g : ag_reshape(t, g, shape, x->rank);
+}
+
+/* g spread back over the reduced axes to x's shape. */
+static ag_tensor *spread(ag_tape *t, ag_tensor *g, const ag_tensor *x, unsigned mask)
+{
+    ag_tensor *k = kept(t, g, x, mask);
+    return !k || same_shape(k, x->shape, x->rank) ? k : ag_expand(t, k, x->shape, x->rank);
+}
+
+#define ALL_AXES(x) ((1u << (x)->rank) - 1)
+
+/* Sums spread g back; means first scale it by (T)1 / (T)count, as their
+ * fused loops (the mean of all elements divides g by (T)n instead). */
+static ag_status sum_like_graph(ag_tape *t, const ag_record *r, ag_tensor *g, ag_tensor *gin[],
+                                unsigned mask, bool mean)
+{
+    const ag_tensor *x = r->in[0];
+    if (mean)
+        g = ag_mul(t, g, ratio(t, g->dtype, 1, (double)(x->numel / r->out->numel)));
+    gin[0] = spread(t, g, x, mask);
+    return ag_tape_status(t);
+}
+
+static ag_status sum_graph(ag_tape *t, const ag_record *r, ag_tensor *g, const bool need[], ag_tensor *gin[])
+{
+    (void)need;
+    return sum_like_graph(t, r, g, gin, ALL_AXES(r->in[0]), false);
+}
+
+static ag_status mean_graph(ag_tape *t, const ag_record *r, ag_tensor *g, const bool need[], ag_tensor *gin[])
+{
+    (void)need;
+    const ag_tensor *x = r->in[0];
+    gin[0] = spread(t, ag_div(t, g, ratio(t, g->dtype, (double)x->numel, 1)), x, ALL_AXES(x));
+    return ag_tape_status(t);
+}
+
+static ag_status sum_axis_graph(ag_tape *t, const ag_record *r, ag_tensor *g, const bool need[], ag_tensor *gin[])
+{
+    (void)need;
+    return sum_like_graph(t, r, g, gin, 1u << r->attr.axis, false);
+}
+
+static ag_status mean_axis_graph(ag_tape *t, const ag_record *r, ag_tensor *g, const bool need[], ag_tensor *gin[])
+{
+    (void)need;
+    return sum_like_graph(t, r, g, gin, 1u << r->attr.axis, true);
+}
+
+static ag_status sum_axes_graph(ag_tape *t, const ag_record *r, ag_tensor *g, const bool need[], ag_tensor *gin[])
+{
+    (void)need;
+    return sum_like_graph(t, r, g, gin, *(const unsigned *)r->saved, false);
+}
+
+static ag_status mean_axes_graph(ag_tape *t, const ag_record *r, ag_tensor *g, const bool need[], ag_tensor *gin[])
+{
+    (void)need;
+    return sum_like_graph(t, r, g, gin, *(const unsigned *)r->saved, true);
+}
+
+/* max_axis, min_axis: g where x holds the element extreme_run picked (a
+ * constant mask of x's shape), 0 elsewhere; where() keeps g exact there,
+ * an infinite g included. */
+static ag_status extreme_graph(ag_tape *t, const ag_record *r, ag_tensor *g, ag_tensor *gin[], bool min)
+{
+    const ag_tensor *x = r->in[0];
+    ag_tensor *m = ag__tape_tensor(t, x->dtype, x->shape, x->rank);
+    if (!m)
+        return ag_tape_status(t);
+    size_t outer, n, inner;
+    ag__axis_split(x, r->attr.axis, &outer, &n, &inner);
+    AG_DISPATCH(x->dtype, T, {
+        const T *xs = x->data;
+        T *ms = m->data;
+        memset(ms, 0, x->numel * sizeof(T));
+        for (size_t o = 0; o < outer; o++)
+            for (size_t i = 0; i < inner; i++) {
+                size_t best;
+                if (min)
+                    ARGMIN(xs, o, n, inner, i, best);
+                else
+                    ARGMAX(xs, o, n, inner, i, best);
+                ms[(o * n + best) * inner + i] = 1;
+            }
+    });
+    gin[0] = ag_where(t, m, kept(t, g, x, 1u << r->attr.axis), ratio(t, g->dtype, 0, 1));
+    return ag_tape_status(t);
+}
+
+static ag_status max_axis_graph(ag_tape *t, const ag_record *r, ag_tensor *g, const bool need[], ag_tensor *gin[])
+{
+    (void)need;
+    return extreme_graph(t, r, g, gin, false);
+}
+
+static ag_status min_axis_graph(ag_tape *t, const ag_record *r, ag_tensor *g, const bool need[], ag_tensor *gin[])
+{
+    (void)need;
+    return extreme_graph(t, r, g, gin, true);
+}
+
+/* argmax, argmin: never recorded (no_grad); an index takes no gradient. */
+static ag_status no_gradient_graph(ag_tape *t, const ag_record *r, ag_tensor *g, const bool need[],
+                                   ag_tensor *gin[])
+{
+    (void)r, (void)g, (void)need, (void)gin;
+    return ag_tape_status(t);
+}
+
+/* softmax: y (g - Σ g y); log_softmax: g - e^y Σ g; the sums along the
+ * axis kept, as the fused loop's dot. */
+static ag_status softmax_graph(ag_tape *t, const ag_record *r, ag_tensor *g, const bool need[], ag_tensor *gin[])
+{
+    (void)need;
+    ag_tensor *y = r->out;
+    gin[0] = ag_mul(t, y, ag_sub(t, g, ag_sum_axis(t, ag_mul(t, g, y), r->attr.axis, true)));
+    return ag_tape_status(t);
+}
+
+static ag_status log_softmax_graph(ag_tape *t, const ag_record *r, ag_tensor *g, const bool need[],
+                                   ag_tensor *gin[])
+{
+    (void)need;
+    ag_tensor *y = r->out;
+    gin[0] = ag_sub(t, g, ag_mul(t, ag_exp(t, y), ag_sum_axis(t, g, r->attr.axis, true)));
+    return ag_tape_status(t);
+}
+
+/* prod_axis: g Π_{j<k} x_j Π_{j>k} x_j, the exclusive prefix and suffix
+ * products as the fused loop, never y / x_k: a zero gives the exact
+ * gradient. Each is a scan of recorded ops in log2(n) steps (the scan
+ * times itself shifted s = 1, 2, 4, ... places along the axis, ones
+ * shifted in), so the products associate differently from the fused
+ * loop's left-to-right ones: equal to rounding, not to the bit. */
+
+/* x moved s places along axis toward its end (or its start, back), ones
+ * filling the gap. */
+static ag_tensor *shifted(ag_tape *t, ag_tensor *x, int axis, size_t s, bool back)
+{
+    size_t n = x->shape[axis], shape[AG_MAX_RANK];
+    memcpy(shape, x->shape, x->rank * sizeof *shape);
+    shape[axis] = s < n ? s : n;
+    ag_tensor *one = ag__tape_tensor(t, x->dtype, shape, x->rank);
+    if (!one)
+        return NULL;
+    AG_DISPATCH(x->dtype, T, {
+        for (size_t i = 0; i < one->numel; i++)
+            ((T *)one->data)[i] = 1;
+    });
+    if (s >= n)
+        return one;
+    return back ? ag_concat(t, ag_slice(t, x, axis, s, n), one, axis)
+                : ag_concat(t, one, ag_slice(t, x, axis, 0, n - s), axis);
+}
+
+/* Π_{j<k} x_j at each k along axis (Π_{j>k} x_j when back): the
+ * inclusive scan of the first n - 1 (last n - 1) elements, shifted one
+ * place; those need the steps s < n - 1. */
+static ag_tensor *exclusive_prod(ag_tape *t, ag_tensor *x, int axis, bool back)
+{
+    ag_tensor *p = x;
+    for (size_t s = 1; p && s + 1 < x->shape[axis]; s *= 2)
+        p = ag_mul(t, p, shifted(t, p, axis, s, back));
+    return p ? shifted(t, p, axis, 1, back) : NULL;
+}
+
+static ag_status prod_axis_graph(ag_tape *t, const ag_record *r, ag_tensor *g, const bool need[],
+                                 ag_tensor *gin[])
+{
+    (void)need;
+    ag_tensor *x = r->in[0];
+    int axis = r->attr.axis;
+    ag_tensor *front = ag_mul(t, kept(t, g, x, 1u << axis), exclusive_prod(t, x, axis, false));
+    gin[0] = ag_mul(t, front, exclusive_prod(t, x, axis, true));
+    return ag_tape_status(t);
+}
+
+/* var_axis: (g (T)2/(T)n) (x - μ), μ recorded again as mean_axis (the
+ * forward's μ, to the bit). */
+static ag_status var_axis_graph(ag_tape *t, const ag_record *r, ag_tensor *g, const bool need[],
+                                ag_tensor *gin[])
+{
+    (void)need;
+    ag_tensor *x = r->in[0];
+    int axis = r->attr.axis;
+    ag_tensor *gs = ag_mul(t, kept(t, g, x, 1u << axis), ratio(t, g->dtype, 2, (double)x->shape[axis]));
+    gin[0] = ag_mul(t, gs, ag_sub(t, x, ag_mean_axis(t, x, axis, true)));
+    return ag_tape_status(t);
+}
+
+/* logsumexp: g e^(x - y) */
+static ag_status logsumexp_graph(ag_tape *t, const ag_record *r, ag_tensor *g, const bool need[],
+                                 ag_tensor *gin[])
+{
+    (void)need;
+    ag_tensor *x = r->in[0];
+    unsigned mask = 1u << r->attr.axis;
+    gin[0] = ag_mul(t, kept(t, g, x, mask), ag_exp(t, ag_sub(t, x, kept(t, r->out, x, mask))));
+    return ag_tape_status(t);
+}
+
+/* norm: (g / y) x, none where y = 0 (y's value decides, as in the fused loop) */
+static ag_status norm_graph(ag_tape *t, const ag_record *r, ag_tensor *g, const bool need[], ag_tensor *gin[])
+{
+    (void)need;
+    bool zero = false;
+    AG_DISPATCH(r->out->dtype, T, { zero = *(const T *)r->out->data == 0; });
+    if (!zero)
+        gin[0] = ag_mul(t, ag_div(t, g, r->out), r->in[0]);
+    return ag_tape_status(t);
+}
+
 #define REDUCE_OP(NAME, SHAPE) \
     const ag_op_def ag__op_##NAME = {.name = #NAME, .arity = 1, .shape = SHAPE, \
-                                     .forward = NAME##_forward, .backward = NAME##_backward}
+                                     .forward = NAME##_forward, .backward = NAME##_backward, \
+                                     .grad_graph = NAME##_graph}
 REDUCE_OP(sum, ag__shape_scalar);
 REDUCE_OP(mean, ag__shape_scalar);
 REDUCE_OP(sum_axis, axis_shape);
@@ -687,10 +934,10 @@ REDUCE_OP(mean_axes, axes_shape);
 /* indices: never recorded (no_grad), their backward adds nothing */
 const ag_op_def ag__op_argmax = {.name = "argmax", .arity = 1, .no_grad = true,
                                  .shape = nonempty_axis_shape, .forward = argmax_forward,
-                                 .backward = no_gradient};
+                                 .backward = no_gradient, .grad_graph = no_gradient_graph};
 const ag_op_def ag__op_argmin = {.name = "argmin", .arity = 1, .no_grad = true,
                                  .shape = nonempty_axis_shape, .forward = argmin_forward,
-                                 .backward = no_gradient};
+                                 .backward = no_gradient, .grad_graph = no_gradient_graph};
 
 /* ------------------------------------------------------------ public API */
 
