@@ -39,11 +39,11 @@ static ag_tensor *gc_loss(gc_run *g)
     return ag_sum(g->tape, ag_mul(g->tape, y, g->proj));
 }
 
+/* fn's value. The tape records: fn may take gradients itself (a gradient
+ * penalty), which needs the records of its own forward. */
 static double gc_value(gc_run *g, ag_status *s)
 {
-    bool was = ag_tape_set_recording(g->tape, false);
     ag_tensor *L = gc_loss(g);
-    ag_tape_set_recording(g->tape, was);
     *s = ag_tape_status(g->tape);
     return L ? ag_item(L) : NAN;
 }

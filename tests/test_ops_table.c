@@ -1,6 +1,7 @@
 /* test_ops_table.c: every op of autograd/ops/list.h is whole (a name, an
- * arity, a shape rule, a forward and a backward) and has at least one
- * reference case, so an op added without one of its pieces fails here. */
+ * arity, a shape rule, a forward, a backward and its recorded form) and has
+ * at least one reference case, so an op added without one of its pieces
+ * fails here. */
 #include <criterion/criterion.h>
 
 #include <stdio.h>
@@ -20,6 +21,7 @@ Test(ops_table, every_op_has_every_piece)
         cr_assert_not_null(d->shape, "ag_%s has no shape rule", d->name);
         cr_assert_not_null(d->forward, "ag_%s has no forward", d->name);
         cr_assert_not_null(d->backward, "ag_%s has no backward", d->name);
+        cr_assert_not_null(d->grad_graph, "ag_%s has no recorded backward (grad_graph)", d->name);
         for (size_t j = 0; j < i; j++)
             cr_assert_str_neq(ag_op_table[j]->name, d->name, "two ops are named %s", d->name);
     }
