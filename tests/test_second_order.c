@@ -275,3 +275,71 @@ Test(second_order, refcheck_fails_when_one_hvp_value_is_off)
     cr_assert_not(bad.passed, "an hvp off by 1e-3 passed");
     cr_assert(strstr(bad.what, "t1[1]"), "%s", bad.what);
 }
+
+/* d/dz of y = sum(z²), z = 3x an op result: 2z, by both paths; a wanted
+ * tensor y does not depend on gets zeros. */
+Test(second_order, gradients_with_respect_to_op_results)
+{
+    const double xv[] = {0.5, -1.0, 2.0};
+    ag_tensor *x = leaf(AG_SHAPE(3), xv), *other = leaf(AG_SHAPE(2), xv);
+    for (int graph = 0; graph < 2; graph++) {
+        ag_tape *t = ag_tape_new();
+        ag_tensor *z = ag_scale(t, x, 3), *y = ag_sum(t, ag_square(t, z));
+        ag_tensor *in[] = {z, other}, *g[2];
+        cr_assert_eq(ag_gradients(t, y, 2, in, g, graph ? AG_CREATE_GRAPH : 0), AG_OK, "%s",
+                     ag_tape_error(t));
+        for (int i = 0; i < 3; i++)
+            cr_assert_eq(ag_get(g[0], i), 2 * 3 * xv[i], "graph %d element %d", graph, i);
+        cr_assert_eq(ag_get(g[1], 0), 0);
+        cr_assert_eq(ag_get(g[1], 1), 0);
+        cr_assert_eq(ag_requires_grad(g[0]), graph == 1, "a recorded gradient requires grad");
+        ag_tape_free(t);
+    }
+    ag_tensor_free(x);
+    ag_tensor_free(other);
+}
+
+Test(second_order, gradients_argument_errors)
+{
+    const double xv[] = {1, 2};
+    ag_tensor *x = leaf(AG_SHAPE(2), xv), *g;
+    ag_tape *t = ag_tape_new();
+    ag_tensor *y = ag_mul(t, x, x);
+    cr_assert_eq(ag_gradients(t, y, 1, &x, &g, 0), AG_ERR_SHAPE);
+    cr_assert(strstr(ag_tape_error(t), "ag_gradients: y [2] has 2 elements; it must have one"), "%s",
+              ag_tape_error(t));
+    ag_tape_reset(t);
+    y = ag_sum(t, ag_mul(t, x, x));
+    cr_assert_eq(ag_gradients(t, y, 1, NULL, &g, 0), AG_ERR_NULL);
+    ag_tape_reset(t);
+    y = ag_sum(t, ag_mul(t, x, x));
+    ag_tensor *in[] = {NULL};
+    cr_assert_eq(ag_gradients(t, y, 1, in, &g, 0), AG_ERR_NULL);
+    cr_assert(strstr(ag_tape_error(t), "ag_gradients: input 1 is NULL"), "%s", ag_tape_error(t));
+    cr_assert_eq(ag_gradients(NULL, y, 1, &x, &g, 0), AG_ERR_NULL);
+    cr_assert_eq(ag_hvp(NULL, y, 1, &x, &x, &g), AG_ERR_NULL);
+    ag_tape_reset(t);
+    y = ag_sum(t, ag_mul(t, x, x));
+    cr_assert_eq(ag_hessian(t, y, x, NULL), AG_ERR_NULL);
+    ag_tape_free(t);
+    ag_tensor_free(x);
+}
+
+/* A function linear in x has a zero Hessian: hvp and the dense Hessian
+ * give zeros instead of an error. */
+Test(second_order, linear_functions_have_zero_second_derivatives)
+{
+    const double xv[] = {1, -2, 3}, vv[] = {1, 1, 1};
+    ag_tensor *x = leaf(AG_SHAPE(3), xv), *v = ag_from_data(AG_F64, AG_SHAPE(3), vv), *hv, *H;
+    ag_tape *t = ag_tape_new();
+    ag_tensor *y = ag_sum(t, ag_scale(t, x, 4));
+    cr_assert_eq(ag_hvp(t, y, 1, &x, &v, &hv), AG_OK, "%s", ag_tape_error(t));
+    for (int i = 0; i < 3; i++)
+        cr_assert_eq(ag_get(hv, i), 0);
+    cr_assert_eq(ag_hessian(t, y, x, &H), AG_OK, "%s", ag_tape_error(t));
+    for (int i = 0; i < 9; i++)
+        cr_assert_eq(ag_get(H, i), 0);
+    ag_tape_free(t);
+    ag_tensor_free(x);
+    ag_tensor_free(v);
+}
