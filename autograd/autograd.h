@@ -167,6 +167,9 @@ double ag_get_grad(const ag_tensor *x, size_t i);
 double ag_item(const ag_tensor *x);
 /* Sets every element of the grad to 0. NULL or no grad is a no-op. */
 void ag_zero_grad(ag_tensor *x);
+/* x's shape as "[3,4]" ("[]" for a scalar) into buf of cap bytes, cut to
+ * fit; returns buf. For messages of code built on the engine. */
+const char *ag_shape_str(const ag_tensor *x, char *buf, size_t cap);
 /* A name shown in DOT output and error messages; copied, cut to 31 bytes. */
 void ag_tensor_set_name(ag_tensor *x, const char *name);
 const char *ag_tensor_name(const ag_tensor *x);   /* "" when unnamed */

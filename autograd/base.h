@@ -24,6 +24,12 @@ void *ag__alloc(size_t n);
 void *ag__calloc(size_t n);
 void ag__free(void *p, size_t n);
 
+/* Element i of n values of dtype dt at p, as a double. */
+static inline double ag__elem(ag_dtype dt, const void *p, size_t i)
+{
+    return dt == AG_F32 ? (double)((const float *)p)[i] : ((const double *)p)[i];
+}
+
 /* ag_dtype_size for a valid dtype, inlined for the hot paths. */
 #define AG_DTYPE_SIZE(dt) ((dt) == AG_F32 ? sizeof(float) : sizeof(double))
 

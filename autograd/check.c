@@ -302,25 +302,20 @@ ag_status ag_gradgradcheck(ag_fn fn, void *ctx, size_t n_inputs, ag_tensor *cons
                      report);
 }
 
-static double element(ag_dtype dt, const void *p, size_t i)
-{
-    return dt == AG_F32 ? (double)((const float *)p)[i] : ((const double *)p)[i];
-}
-
 bool ag_allclose(ag_dtype dt, size_t n, const void *a, const void *b,
                  double rtol, double atol, ag_close_report *report)
 {
     ag_close_report rep = {0};
     bool close = ag_dtype_size(dt) != 0 && (n == 0 || (a && b));
     for (size_t i = 0; close && i < n; i++) {
-        double x = element(dt, a, i), y = element(dt, b, i), err = fabs(x - y);
+        double x = ag__elem(dt, a, i), y = ag__elem(dt, b, i), err = fabs(x - y);
         /* NaN counts as worst, and once recorded nothing replaces it */
         if (i == 0 || (rep.max_abs_err == rep.max_abs_err && !(err <= rep.max_abs_err))) {
             rep = (ag_close_report){i, err, x, y};
         }
     }
     for (size_t i = 0; close && i < n; i++)
-        close = fabs(element(dt, a, i) - element(dt, b, i)) <= atol + rtol * fabs(element(dt, b, i));
+        close = fabs(ag__elem(dt, a, i) - ag__elem(dt, b, i)) <= atol + rtol * fabs(ag__elem(dt, b, i));
     if (report)
         *report = rep;
     return close;

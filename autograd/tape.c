@@ -296,8 +296,7 @@ static bool inputs_ok(ag_tape *t, const ag_op_def *def, const ag_record *r)
 static size_t first_nonfinite(ag_dtype dt, const void *p, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
-        double v = dt == AG_F32 ? (double)((const float *)p)[i] : ((const double *)p)[i];
-        if (!isfinite(v))
+        if (!isfinite(ag__elem(dt, p, i)))
             return i;
     }
     return n;
@@ -325,9 +324,8 @@ bool ag__check_finite(ag_tape *t, const ag_record *r, const ag_tensor *x, const 
     if (i == x->numel)
         return true;
     char in[4 * AG_SHAPE_BUF];
-    double v = x->dtype == AG_F32 ? (double)((const float *)values)[i] : ((const double *)values)[i];
-    ag__error(t, AG_ERR_NUMERIC, "ag_%s: %s has %g at element %zu (inputs %s)",
-              r->def->name, what, v, i, ag__describe_inputs(r, in, sizeof in));
+    ag__error(t, AG_ERR_NUMERIC, "ag_%s: %s has %g at element %zu (inputs %s)", r->def->name,
+              what, ag__elem(x->dtype, values, i), i, ag__describe_inputs(r, in, sizeof in));
     return false;
 }
 

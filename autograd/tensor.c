@@ -284,19 +284,14 @@ size_t ag_tensor_numel(const ag_tensor *x) { return x ? x->numel : 0; }
 void *ag_data(const ag_tensor *x) { return x ? x->data : NULL; }
 void *ag_grad(const ag_tensor *x) { return x ? x->grad : NULL; }
 
-static double element(ag_dtype dt, const void *p, size_t i)
-{
-    return dt == AG_F32 ? (double)((const float *)p)[i] : ((const double *)p)[i];
-}
-
 double ag_get(const ag_tensor *x, size_t i)
 {
-    return x && i < x->numel ? element(x->dtype, x->data, i) : NAN;
+    return x && i < x->numel ? ag__elem(x->dtype, x->data, i) : NAN;
 }
 
 double ag_get_grad(const ag_tensor *x, size_t i)
 {
-    return x && x->grad && i < x->numel ? element(x->dtype, x->grad, i) : NAN;
+    return x && x->grad && i < x->numel ? ag__elem(x->dtype, x->grad, i) : NAN;
 }
 
 double ag_item(const ag_tensor *x)
@@ -325,6 +320,11 @@ void ag_tensor_set_name(ag_tensor *x, const char *name)
 const char *ag_tensor_name(const ag_tensor *x)
 {
     return x ? x->name : "";
+}
+
+const char *ag_shape_str(const ag_tensor *x, char *buf, size_t cap)
+{
+    return ag__shape_str(x, buf, cap);
 }
 
 const char *ag__shape_str(const ag_tensor *x, char *buf, size_t cap)
@@ -357,7 +357,7 @@ static void print_block(const ag_tensor *x, const void *p, FILE *out, size_t dim
             continue;
         }
         if (last)
-            fprintf(out, "%.6g", element(x->dtype, p, offset + i));
+            fprintf(out, "%.6g", ag__elem(x->dtype, p, offset + i));
         else
             print_block(x, p, out, dim + 1, offset + i * inner, inner);
         if (i + 1 < n)
@@ -369,7 +369,7 @@ static void print_block(const ag_tensor *x, const void *p, FILE *out, size_t dim
 static void print_values(const ag_tensor *x, const void *p, FILE *out)
 {
     if (x->rank == 0)
-        fprintf(out, "%.6g", element(x->dtype, p, 0));
+        fprintf(out, "%.6g", ag__elem(x->dtype, p, 0));
     else
         print_block(x, p, out, 0, 0, x->numel);
     fputc('\n', out);

@@ -51,7 +51,7 @@ static bool dense_args_ok(ag_tape *t, ag_tensor *x, ag_tensor *W, ag_tensor *b, 
         return false;
     if (ag_tensor_rank(W) != 2) {
         ag_tape_fail(t, AG_ERR_SHAPE, "%s: W is %s; it must be [n_in, n_out]", fn,
-                     nn__shape_str(W, ws, sizeof ws));
+                     ag_shape_str(W, ws, sizeof ws));
         return false;
     }
     ag_dtype dt = ag_tensor_dtype(W);
@@ -64,12 +64,12 @@ static bool dense_args_ok(ag_tape *t, ag_tensor *x, ag_tensor *W, ag_tensor *b, 
     size_t n_in = ag_tensor_shape(W)[0], n_out = ag_tensor_shape(W)[1], rank = ag_tensor_rank(x);
     if (rank == 0 || ag_tensor_shape(x)[rank - 1] != n_in) {
         ag_tape_fail(t, AG_ERR_SHAPE, "%s: W is %s, so x must be [m, %zu]; x is %s", fn,
-                     nn__shape_str(W, ws, sizeof ws), n_in, nn__shape_str(x, xs, sizeof xs));
+                     ag_shape_str(W, ws, sizeof ws), n_in, ag_shape_str(x, xs, sizeof xs));
         return false;
     }
     if (b && (ag_tensor_rank(b) != 1 || ag_tensor_shape(b)[0] != n_out)) {
         ag_tape_fail(t, AG_ERR_SHAPE, "%s: W is %s, so b must be [%zu]; b is %s", fn,
-                     nn__shape_str(W, ws, sizeof ws), n_out, nn__shape_str(b, bs, sizeof bs));
+                     ag_shape_str(W, ws, sizeof ws), n_out, ag_shape_str(b, bs, sizeof bs));
         return false;
     }
     if (!nn__act_valid(act)) {

@@ -271,7 +271,7 @@ static bool check_input(const nn_mlp *net, ag_tape *t, ag_tensor *x)
     }
     if (ag_tensor_shape(x)[rank - 1] != n_in) {
         ag_tape_fail(t, AG_ERR_SHAPE, "%s: layer 0 expects %zu inputs, x is %s", fn, n_in,
-                     nn__shape_str(x, xs, sizeof xs));
+                     ag_shape_str(x, xs, sizeof xs));
         return false;
     }
     return true;
@@ -311,7 +311,7 @@ ag_status nn_mlp_print(const nn_mlp *net, FILE *out)
     for (size_t i = 0; i < 2 * net->spec.n_layers; i++) {
         char shape[NN_SHAPE_BUF];
         fprintf(out, "  %s %s\n", net->params[i].name,
-                nn__shape_str(net->params[i].tensor, shape, sizeof shape));
+                ag_shape_str(net->params[i].tensor, shape, sizeof shape));
     }
     return ferror(out) ? AG_ERR_IO : AG_OK;
 }

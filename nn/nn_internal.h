@@ -70,8 +70,6 @@ void nn__optim_zero_grad(nn_optim *opt, ag_tape *t);
  * loader that overwrites them all (fn names the caller in messages). */
 ag_status nn__mlp_new_zeroed(const nn_spec *spec, const char *fn, nn_mlp **out, nn_error *err);
 
-/* "[3,4]" into buf; returns buf. */
-const char *nn__shape_str(const ag_tensor *x, char *buf, size_t cap);
 #define NN_SHAPE_BUF 96
 
 /* Rows (shape[0]) and elements per row of a rank >= 1 tensor. */

@@ -419,7 +419,7 @@ static bool measure(nn_optim *opt, ag_tape *t, const char *fn, bool *finite, nn_
     nn__fail(err, AG_ERR_NUMERIC, "%s: gradient of %s has %s at element %zu of %s; parameters "
              "left unchanged", fn, opt->names[p][0] ? opt->names[p] : "a parameter",
              isnan(v) ? "nan" : v > 0 ? "inf" : "-inf", k,
-             nn__shape_str(opt->params[p], sh, sizeof sh));
+             ag_shape_str(opt->params[p], sh, sizeof sh));
     return false;
 }
 

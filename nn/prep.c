@@ -34,7 +34,7 @@ static ag_status check_matrix(const char *fn, const char *name, const ag_tensor 
     char sh[NN_SHAPE_BUF];
     if (ag_tensor_rank(x) != 2 || nn__rows(x) == 0)
         return nn__fail(err, AG_ERR_SHAPE, "%s: %s %s must be a matrix [n, f] with n >= 1", fn,
-                        name, nn__shape_str(x, sh, sizeof sh));
+                        name, ag_shape_str(x, sh, sizeof sh));
     return AG_OK;
 }
 
@@ -89,7 +89,7 @@ ag_status nn_one_hot(const ag_tensor *labels, size_t classes, ag_tensor **out, n
     char sh[NN_SHAPE_BUF];
     if (ag_tensor_rank(labels) != 1)
         return nn__fail(err, AG_ERR_SHAPE, "%s: labels %s must have rank 1", fn,
-                        nn__shape_str(labels, sh, sizeof sh));
+                        ag_shape_str(labels, sh, sizeof sh));
     if (classes == 0)
         return nn__fail(err, AG_ERR_VALUE, "%s: classes is 0", fn);
     size_t n = ag_tensor_numel(labels), total;
@@ -147,7 +147,7 @@ ag_status nn_shuffle_rows(ag_tensor *x, ag_tensor *y, ag_rng *rng, nn_error *err
     char sx[NN_SHAPE_BUF], sy[NN_SHAPE_BUF];
     if (ag_tensor_rank(x) == 0 || (y && (ag_tensor_rank(y) == 0 || nn__rows(y) != nn__rows(x))))
         return nn__fail(err, AG_ERR_SHAPE, "%s: x %s and y %s must have the same number of rows",
-                        fn, nn__shape_str(x, sx, sizeof sx), nn__shape_str(y, sy, sizeof sy));
+                        fn, ag_shape_str(x, sx, sizeof sx), ag_shape_str(y, sy, sizeof sy));
     for (size_t i = nn__rows(x); i-- > 1;) {
         size_t j = (size_t)ag_rng_below(rng, (uint64_t)i + 1);
         swap_rows(x, i, j);
@@ -233,7 +233,7 @@ static ag_status check_batch(const char *what, const ag_tensor *a, const ag_tens
         memcmp(ag_tensor_shape(a) + 1, ag_tensor_shape(b) + 1, (r - 1) * sizeof(size_t)) != 0)
         return nn__fail(err, AG_ERR_SHAPE, "nn_batches_new: %s %s and its batch %s: ranks >= 1 "
                         "and row shapes must agree, with >= 1 batch row", what,
-                        nn__shape_str(a, sa, sizeof sa), nn__shape_str(b, sb, sizeof sb));
+                        ag_shape_str(a, sa, sizeof sa), ag_shape_str(b, sb, sizeof sb));
     return AG_OK;
 }
 
@@ -373,8 +373,8 @@ ag_status nn_accuracy(const ag_tensor *out, const ag_tensor *target, double thre
     if (ag_tensor_rank(out) < 1 || ag_tensor_rank(out) > 2 || c == 0 || tr < 1 || tr > 2 ||
         nn__rows(target) != n || (tr == 2 && tc != c))
         return nn__fail(err, AG_ERR_SHAPE, "%s: outputs %s and targets %s: need [n, C] and [n] "
-                        "or [n, C]", fn, nn__shape_str(out, so, sizeof so),
-                        nn__shape_str(target, st, sizeof st));
+                        "or [n, C]", fn, ag_shape_str(out, so, sizeof so),
+                        ag_shape_str(target, st, sizeof st));
     if (n == 0)
         return nn__fail(err, AG_ERR_VALUE, "%s: no rows", fn);
     if (c == 1 && !isfinite(threshold))

@@ -60,21 +60,6 @@ bool nn__mul(size_t a, size_t b, size_t *out)
     return true;
 }
 
-const char *nn__shape_str(const ag_tensor *x, char *buf, size_t cap)
-{
-    size_t used = 0, rank = ag_tensor_rank(x);
-    const size_t *shape = ag_tensor_shape(x);
-    int n = snprintf(buf, cap, "[");
-    used = n > 0 ? (size_t)n : 0;
-    for (size_t i = 0; i < rank && used < cap; i++) {
-        n = snprintf(buf + used, cap - used, i ? ",%zu" : "%zu", shape[i]);
-        used += n > 0 ? (size_t)n : 0;
-    }
-    if (used < cap)
-        snprintf(buf + used, cap - used, "]");
-    return buf;
-}
-
 size_t nn__rows(const ag_tensor *x)
 {
     return ag_tensor_rank(x) ? ag_tensor_shape(x)[0] : 0;

@@ -1,4 +1,4 @@
-/* load.c: data set loaders: CSV (class labels or real targets; with
+/* data_files.c: data set loaders: CSV (class labels or real targets; with
  * sklearn's header line, a line of column names, or none) and IDX (MNIST).
  * Both check everything before handing out a data set. */
 #include "nn_internal.h"
