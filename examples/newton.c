@@ -162,7 +162,7 @@ static ag_status load(problem *p, nn_dataset *d, nn_error *err)
 int main(int argc, char **argv)
 {
     double lambda = 1e-2, lr = 1.0;
-    uint64_t gd_steps = 20000;
+    uint64_t gd_steps = 4000;
     const flag_spec flags[] = {
         {"--lambda", FLAG_REAL, &lambda, 0, 1e3, true, "L2 weight λ (> 0: a unique minimum)"},
         {"--gd-steps", FLAG_UINT, &gd_steps, 1, 1e8, false, "gradient-descent steps to compare with"},
