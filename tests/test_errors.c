@@ -8,31 +8,9 @@
 
 #include "autograd.h"
 #include "alloc_suite.h"
+#include "optest.h"
 
 ALLOC_SUITE(errors)
-
-static ag_tensor *filled(ag_dtype dt, const size_t *shape, size_t rank, const double *v)
-{
-    ag_tensor *x = ag_zeros(dt, shape, rank);
-    cr_assert_not_null(x);
-    for (size_t i = 0; i < ag_tensor_numel(x); i++) {
-        if (dt == AG_F32)
-            ((float *)ag_data(x))[i] = (float)v[i];
-        else
-            ((double *)ag_data(x))[i] = v[i];
-    }
-    return x;
-}
-
-/* The tape must hold status s and a message containing every given part. */
-static void assert_error(ag_tape *t, ag_status s, const char *part1, const char *part2)
-{
-    cr_assert_eq(ag_tape_status(t), s, "status %s, want %s: \"%s\"", ag_status_string(ag_tape_status(t)),
-                 ag_status_string(s), ag_tape_error(t));
-    cr_assert(strstr(ag_tape_error(t), part1) != NULL, "\"%s\" lacks \"%s\"", ag_tape_error(t), part1);
-    if (part2)
-        cr_assert(strstr(ag_tape_error(t), part2) != NULL, "\"%s\" lacks \"%s\"", ag_tape_error(t), part2);
-}
 
 /* ------------------------------------------------------------ a table of every op */
 
@@ -106,10 +84,10 @@ typedef struct {
 static operands make_operands(ag_dtype dt)
 {
     operands o;
-    o.x = filled(dt, AG_SHAPE(2, 3), (double[]){0.1, 0.2, 0.3, 0.4, 0.5, 0.6});
-    o.same = filled(dt, AG_SHAPE(2, 3), (double[]){0.9, 0.8, 0.7, 0.6, 0.5, 0.4});
-    o.mat = filled(dt, AG_SHAPE(3, 2), (double[]){1, 2, 3, 4, 5, 6});
-    o.cls = filled(dt, AG_SHAPE(2), (double[]){0, 2});
+    o.x = ot_from(dt, AG_SHAPE(2, 3), (double[]){0.1, 0.2, 0.3, 0.4, 0.5, 0.6});
+    o.same = ot_from(dt, AG_SHAPE(2, 3), (double[]){0.9, 0.8, 0.7, 0.6, 0.5, 0.4});
+    o.mat = ot_from(dt, AG_SHAPE(3, 2), (double[]){1, 2, 3, 4, 5, 6});
+    o.cls = ot_from(dt, AG_SHAPE(2), (double[]){0, 2});
     cr_assert_eq(ag_set_requires_grad(o.x, true), AG_OK);
     return o;
 }
@@ -158,7 +136,7 @@ Test(errors, null_input_to_every_op_names_the_op)
             cr_assert_null(ops[k].f(t, a, b), "%s", ops[k].name);
             char name[48];
             snprintf(name, sizeof name, "ag_%s:", ops[k].name);
-            assert_error(t, AG_ERR_NULL, name, pos ? "input 2" : "input 1");
+            ot_assert_error(t, AG_ERR_NULL, name, pos ? "input 2" : "input 1");
             ag_tape_free(t);
         }
     }
@@ -186,7 +164,7 @@ Test(errors, reshape_with_null_shape)
     ag_tensor *x = ag_zeros(AG_F64, AG_SHAPE(2, 3));
     ag_tape *t = ag_tape_new();
     cr_assert_null(ag_reshape(t, x, NULL, 2));
-    assert_error(t, AG_ERR_NULL, "ag_reshape", NULL);
+    ot_assert_error(t, AG_ERR_NULL, "ag_reshape", NULL);
     ag_tape_free(t);
     ag_tensor_free(x);
     assert_all_freed();
@@ -247,7 +225,7 @@ Test(errors, mixed_dtypes_in_every_two_input_op)
         cr_assert_null(ops[k].f(t, o64.x, second_of(&o32, k)), "%s", ops[k].name);
         char name[48];
         snprintf(name, sizeof name, "ag_%s:", ops[k].name);
-        assert_error(t, AG_ERR_DTYPE, name, "f32");
+        ot_assert_error(t, AG_ERR_DTYPE, name, "f32");
         ag_tape_free(t);
     }
     free_operands(&o64);
@@ -260,7 +238,7 @@ Test(errors, cast_to_an_invalid_dtype)
     ag_tensor *x = ag_ones(AG_F64, AG_SHAPE(2));
     ag_tape *t = ag_tape_new();
     cr_assert_null(ag_cast(t, x, (ag_dtype)9));
-    assert_error(t, AG_ERR_DTYPE, "ag_cast", NULL);
+    ot_assert_error(t, AG_ERR_DTYPE, "ag_cast", NULL);
     ag_tape_free(t);
     ag_tensor_free(x);
     assert_all_freed();
@@ -275,7 +253,7 @@ static void expect_shape_error(op_fn f, const size_t *sa, size_t ra, const size_
     ag_tensor *a = ag_zeros(AG_F64, sa, ra), *b = ag_zeros(AG_F64, sb, rb);
     ag_tape *t = ag_tape_new();
     cr_assert_null(f(t, a, b), "expected %s", part1);
-    assert_error(t, s, part1, part2);
+    ot_assert_error(t, s, part1, part2);
     ag_tape_free(t);
     ag_tensor_free(a);
     ag_tensor_free(b);
@@ -323,14 +301,14 @@ Test(errors, reshape_needs_the_same_count)
     ag_tensor *x = ag_zeros(AG_F64, AG_SHAPE(2, 3));
     ag_tape *t = ag_tape_new();
     cr_assert_null(ag_reshape(t, x, AG_SHAPE(4, 2)));
-    assert_error(t, AG_ERR_SHAPE, "ag_reshape", "[2,3]");
+    ot_assert_error(t, AG_ERR_SHAPE, "ag_reshape", "[2,3]");
     ag_tape_reset(t);
     size_t nine[9] = {1, 1, 1, 1, 1, 1, 1, 2, 3};
     cr_assert_null(ag_reshape(t, x, nine, 9));
-    assert_error(t, AG_ERR_VALUE, "ag_reshape", NULL);
+    ot_assert_error(t, AG_ERR_VALUE, "ag_reshape", NULL);
     ag_tape_reset(t);
     cr_assert_null(ag_reshape(t, x, (size_t[]){SIZE_MAX / 2, 4}, 2));
-    assert_error(t, AG_ERR_SHAPE, "ag_reshape", NULL);
+    ot_assert_error(t, AG_ERR_SHAPE, "ag_reshape", NULL);
     ag_tape_free(t);
     ag_tensor_free(x);
     assert_all_freed();
@@ -366,7 +344,7 @@ Test(errors, max_over_an_empty_axis)
     ag_tensor *x = ag_zeros(AG_F64, AG_SHAPE(2, 0));
     ag_tape *t = ag_tape_new();
     cr_assert_null(ag_max_axis(t, x, 1, false));
-    assert_error(t, AG_ERR_SHAPE, "ag_max_axis", "empty");
+    ot_assert_error(t, AG_ERR_SHAPE, "ag_max_axis", "empty");
     ag_tape_free(t);
     ag_tensor_free(x);
     assert_all_freed();
@@ -392,12 +370,12 @@ Test(errors, invalid_axis_for_every_axis_op)
         for (size_t j = 0; j < 4; j++) {
             ag_tape *t = ag_tape_new();
             cr_assert_null(fs[i](t, x, bad[j]), "%s axis %d", names[i], bad[j]);
-            assert_error(t, AG_ERR_VALUE, names[i], "axis");
+            ot_assert_error(t, AG_ERR_VALUE, names[i], "axis");
             ag_tape_free(t);
         }
         ag_tape *t = ag_tape_new();
         cr_assert_null(fs[i](t, s, 0), "%s of a scalar", names[i]);
-        assert_error(t, AG_ERR_VALUE, names[i], NULL);
+        ot_assert_error(t, AG_ERR_VALUE, names[i], NULL);
         ag_tape_free(t);
     }
     ag_tensor_free(x);
@@ -412,7 +390,7 @@ Test(errors, slice_range_must_fit)
     for (size_t i = 0; i < 4; i++) {
         ag_tape *t = ag_tape_new();
         cr_assert_null(ag_slice(t, x, 1, ranges[i][0], ranges[i][1]));
-        assert_error(t, AG_ERR_VALUE, "ag_slice", "range");
+        ot_assert_error(t, AG_ERR_VALUE, "ag_slice", "range");
         ag_tape_free(t);
     }
     ag_tape *t = ag_tape_new();
@@ -430,10 +408,10 @@ Test(errors, cross_entropy_labels_must_be_class_indices)
     const double bad[] = {0.5, 3, -1, NAN, INFINITY, 1e30};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         for (int d = 0; d < 2; d++) {
-            ag_tensor *c = filled(d ? AG_F32 : AG_F64, AG_SHAPE(2), (double[]){1, bad[i]});
+            ag_tensor *c = ot_from(d ? AG_F32 : AG_F64, AG_SHAPE(2), (double[]){1, bad[i]});
             ag_tape *t = ag_tape_new();
             cr_assert_null(ag_cross_entropy(t, z, c), "label %g", bad[i]);
-            assert_error(t, AG_ERR_VALUE, "ag_cross_entropy", "row 1");
+            ot_assert_error(t, AG_ERR_VALUE, "ag_cross_entropy", "row 1");
             ag_tape_free(t);
             ag_tensor_free(c);
         }
@@ -447,10 +425,10 @@ Test(errors, bce_probabilities_must_lie_in_unit_interval)
     ag_tensor *y = ag_full(AG_F64, AG_SHAPE(3), 0.5);
     const double bad[] = {1.5, -0.1, NAN, -INFINITY, 1 + 1e-15};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-        ag_tensor *p = filled(AG_F64, AG_SHAPE(3), (double[]){0, bad[i], 1});
+        ag_tensor *p = ot_from(AG_F64, AG_SHAPE(3), (double[]){0, bad[i], 1});
         ag_tape *t = ag_tape_new();
         cr_assert_null(ag_bce(t, p, y), "p = %g", bad[i]);
-        assert_error(t, AG_ERR_VALUE, "ag_bce", "p[1]");
+        ot_assert_error(t, AG_ERR_VALUE, "ag_bce", "p[1]");
         ag_tape_free(t);
         ag_tensor_free(p);
     }
@@ -467,10 +445,10 @@ Test(errors, tensor_from_another_tape)
     ag_tape *t1 = ag_tape_new(), *t2 = ag_tape_new();
     ag_tensor *y = ag_exp(t1, x), *s = ag_sum(t1, y);
     cr_assert_null(ag_add(t2, x, y));
-    assert_error(t2, AG_ERR_STATE, "ag_add", "input 2");
+    ot_assert_error(t2, AG_ERR_STATE, "ag_add", "input 2");
     ag_tape_reset(t2);
     cr_assert_eq(ag_backward(t2, s), AG_ERR_STATE);
-    assert_error(t2, AG_ERR_STATE, "ag_backward", "another tape");
+    ot_assert_error(t2, AG_ERR_STATE, "ag_backward", "another tape");
     cr_assert_eq(ag_tape_status(t1), AG_OK);
     cr_assert_eq(ag_backward(t1, s), AG_OK);
     ag_tape_free(t1);
@@ -530,10 +508,10 @@ Test(errors, op_results_with_overflowing_sizes)
     cr_assert(col && row);
     ag_tape *t = ag_tape_new();
     cr_assert_null(ag_add(t, col, row));
-    assert_error(t, AG_ERR_OVERFLOW, "ag_add", NULL);
+    ot_assert_error(t, AG_ERR_OVERFLOW, "ag_add", NULL);
     ag_tape_reset(t);
     cr_assert_null(ag_matmul(t, col, row));
-    assert_error(t, AG_ERR_OVERFLOW, "ag_matmul", NULL);
+    ot_assert_error(t, AG_ERR_OVERFLOW, "ag_matmul", NULL);
     ag_tape_free(t);
     ag_tensor_free(col);
     ag_tensor_free(row);
@@ -551,21 +529,21 @@ Test(errors, backward_argument_errors)
     ag_tape *t = ag_tape_new();
     ag_tensor *y = ag_exp(t, x);
     cr_assert_eq(ag_backward(t, y), AG_ERR_SHAPE);
-    assert_error(t, AG_ERR_SHAPE, "ag_backward", "[2,3]");
+    ot_assert_error(t, AG_ERR_SHAPE, "ag_backward", "[2,3]");
     for (size_t i = 0; i < 3; i++) {
         ag_tape_reset(t);
         y = ag_exp(t, x);
         cr_assert_eq(ag_backward_seed(t, y, bad_seeds[i]), AG_ERR_SHAPE, "seed %zu", i);
-        assert_error(t, AG_ERR_SHAPE, "ag_backward_seed", "seed");
+        ot_assert_error(t, AG_ERR_SHAPE, "ag_backward_seed", "seed");
     }
     ag_tape_reset(t);
     cr_assert_eq(ag_backward_seed(t, ag_exp(t, x), NULL), AG_ERR_NULL);
     ag_tape_reset(t);
     cr_assert_eq(ag_backward(t, NULL), AG_ERR_NULL);
-    assert_error(t, AG_ERR_NULL, "ag_backward", NULL);
+    ot_assert_error(t, AG_ERR_NULL, "ag_backward", NULL);
     ag_tape_reset(t);
     cr_assert_eq(ag_backward(t, ag_sum(t, c)), AG_ERR_STATE, "no input requires grad");
-    assert_error(t, AG_ERR_STATE, "ag_backward", "require");
+    ot_assert_error(t, AG_ERR_STATE, "ag_backward", "require");
     for (size_t i = 0; i < 6; i++)
         cr_assert_eq(ag_get_grad(x, i), 0.0, "a failed backward changed grad %zu", i);
     ag_tape_free(t);
@@ -662,7 +640,7 @@ Test(errors, tape_recovers_from_out_of_memory_after_reset)
     ag_tape *t = ag_tape_new();
     ta.fail_at = ta.attempts + 1; /* the arena's first chunk */
     cr_assert_null(ag_exp(t, x));
-    assert_error(t, AG_ERR_NOMEM, "memory", NULL);
+    ot_assert_error(t, AG_ERR_NOMEM, "memory", NULL);
     ag_tape_reset(t);
     ag_tensor *y = ag_sum(t, ag_exp(t, x));
     cr_assert_not_null(y, "%s", ag_tape_error(t));

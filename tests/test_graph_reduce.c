@@ -23,6 +23,7 @@
 #include <string.h>
 
 #include "autograd.h"
+#include "optest.h"
 
 #define MAXIN 3
 #define FD_EPS 1e-5  /* central-difference step */
@@ -133,29 +134,8 @@ static ag_tensor *f_classes(ag_tape *t, ag_tensor *const *x, void *c)
 
 /* ------------------------------------------------------------ helpers */
 
-static ag_tensor *input(double lo, double hi, const size_t *shape, size_t rank)
-{
-    ag_tensor *x = ag_rand_uniform(AG_F64, shape, rank, lo, hi, &rng);
-    cr_assert_not_null(x);
-    cr_assert_eq(ag_set_requires_grad(x, true), AG_OK);
-    return x;
-}
-#define IN(lo, hi, ...) input(lo, hi, AG_SHAPE(__VA_ARGS__))
-
-static ag_tensor *values(ag_dtype dt, const size_t *shape, size_t rank, const double *v, bool grad)
-{
-    ag_tensor *x = ag_zeros(dt, shape, rank);
-    cr_assert_not_null(x);
-    for (size_t i = 0; i < ag_tensor_numel(x); i++) {
-        if (dt == AG_F32)
-            ((float *)ag_data(x))[i] = (float)v[i];
-        else
-            ((double *)ag_data(x))[i] = v[i];
-    }
-    if (grad)
-        cr_assert_eq(ag_set_requires_grad(x, true), AG_OK);
-    return x;
-}
+/* An f64 input uniform in [lo, hi) of the given dimensions. */
+#define IN(lo, hi, ...) ot_uniform(&rng, AG_F64, AG_SHAPE(__VA_ARGS__), lo, hi, true)
 
 /* Σ w y³, w fixed (made at the first call, of y's shape): a linear op's
  * derivatives up to the third go through its recorded backward */
@@ -209,23 +189,7 @@ static void check_first(const char *what, ag_fn fn, opt *o, size_t n, ag_tensor 
     ag_tape *tg = ag_tape_new();
     ag_tensor *Lg = objective(tg, fn, o, x, w), *g[MAXIN];
     cr_assert_eq(ag_gradients(tg, Lg, n, x, g, AG_CREATE_GRAPH), AG_OK, "%s: %s", what, ag_tape_error(tg));
-    double scale = 0;
-    for (size_t i = 0; i < n; i++)
-        for (size_t j = 0; j < ag_tensor_numel(x[i]); j++)
-            scale = fmax(scale, fabs(ag_get_grad(x[i], j)));
-    for (size_t i = 0; i < n; i++) {
-        cr_assert_eq(ag_tensor_numel(g[i]), ag_tensor_numel(x[i]));
-        for (size_t j = 0; j < ag_tensor_numel(x[i]); j++) {
-            double want = ag_get_grad(x[i], j), got = ag_get(g[i], j);
-            if (exact)
-                cr_assert(got == want || (isnan(got) && isnan(want)),
-                          "%s: input %zu [%zu]: recorded %.17g, fused %.17g (not bitwise)", what, i, j,
-                          got, want);
-            else
-                cr_assert(fabs(got - want) <= CLOSE_RTOL * scale,
-                          "%s: input %zu [%zu]: recorded %.17g, fused %.17g", what, i, j, got, want);
-        }
-    }
+    ot_assert_same_gradients(what, n, x, g, exact ? OT_BITWISE : OT_TO_LARGEST, CLOSE_RTOL);
     ag_tape_free(tg);
     ag_tape_free(t);
 }
@@ -253,16 +217,6 @@ static void recorded_hvp(const char *what, ag_fn fn, opt *o, size_t n, ag_tensor
             hv[i][j] = ag_get_grad(x[i], j);
     }
     ag_tape_free(t);
-}
-
-/* Moves every input by h·v (in place). */
-static void nudge(size_t n, ag_tensor *const *x, ag_tensor *const *v, double h)
-{
-    for (size_t i = 0; i < n; i++) {
-        double *d = ag_data(x[i]);
-        for (size_t j = 0; j < ag_tensor_numel(x[i]); j++)
-            d[j] += h * ag_get(v[i], j);
-    }
 }
 
 static void save(size_t n, ag_tensor *const *x, double **keep)
@@ -295,9 +249,7 @@ static void compare_fd(const char *what, const char *order, size_t n, ag_tensor 
 
 static ag_tensor *direction(const ag_tensor *x)
 {
-    ag_tensor *v = ag_rand_uniform(AG_F64, ag_tensor_shape(x), ag_tensor_rank(x), -1, 1, &rng);
-    cr_assert_not_null(v);
-    return v;
+    return ot_uniform(&rng, AG_F64, ag_tensor_shape(x), ag_tensor_rank(x), -1, 1, false);
 }
 
 /* H v against (∇L(x + h v) - ∇L(x - h v)) / 2h. */
@@ -309,10 +261,10 @@ static void check_second(const char *what, ag_fn fn, opt *o, size_t n, ag_tensor
         v[i] = direction(x[i]);
     recorded_hvp(what, fn, o, n, x, w, v, hv);
     save(n, x, keep);
-    nudge(n, x, v, FD_EPS);
+    ot_nudge(n, x, v, FD_EPS);
     fused_gradient(fn, o, n, x, w, plus);
     restore(n, x, keep);
-    nudge(n, x, v, -FD_EPS);
+    ot_nudge(n, x, v, -FD_EPS);
     fused_gradient(fn, o, n, x, w, minus);
     restore(n, x, keep);
     compare_fd(what, "second", n, x, hv, plus, minus);
@@ -461,7 +413,7 @@ Test(graph_reduce, huber_loss)
 
 static void check_classes(const char *name, ag_tensor *(*fl)(ag_tape *, ag_tensor *, ag_tensor *))
 {
-    ag_tensor *cls = values(AG_F64, AG_SHAPE(4), (const double[]){1, 0, 4, 2}, false);
+    ag_tensor *cls = ot_from(AG_F64, AG_SHAPE(4), (const double[]){1, 0, 4, 2});
     char what[96];
     opt o = {.fl = fl, .cls = cls};
     snprintf(what, sizeof what, "%s [4,5]", name);
@@ -501,15 +453,15 @@ Test(graph_reduce_edges, prod_axis_with_zeros_is_exact_to_second_order)
 {
     /* rows [2 0 3 5]: d/dx = [0 30 0 0]; [0 4 0 1]: two zeros, d/dx = 0;
      * [1 -2 0.5 4]: no zero, d/dx = Π / x_k = [-4 2 -8 -1] */
-    ag_tensor *x = values(AG_F64, AG_SHAPE(3, 4), (const double[]){2, 0, 3, 5, 0, 4, 0, 1, 1, -2, 0.5, 4}, true);
-    ag_tensor *w = values(AG_F64, AG_SHAPE(3), (const double[]){1, 1, 1}, false);
+    ag_tensor *x = ot_leaf(AG_F64, AG_SHAPE(3, 4), (const double[]){2, 0, 3, 5, 0, 4, 0, 1, 1, -2, 0.5, 4});
+    ag_tensor *w = ot_from(AG_F64, AG_SHAPE(3), (const double[]){1, 1, 1});
     ag_tape *t = ag_tape_new();
     opt o = {.fa = ag_prod_axis, .axis = 1};
     ag_tensor *g = recorded_gradient(t, f_axis, &o, x, w);
     assert_exactly(g, (const double[]){0, 30, 0, 0, 0, 0, 0, 0, -4, 2, -8, -1}, 12, "prod gradient");
     /* second derivatives along v = e_0 (x[0,0]): ∂²/∂x0∂xk of the first row's
      * product = Π of the row without x0 and xk: [0, 15, 0, 0] */
-    ag_tensor *v = values(AG_F64, AG_SHAPE(3, 4), (const double[]){1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}, false);
+    ag_tensor *v = ot_from(AG_F64, AG_SHAPE(3, 4), (const double[]){1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0});
     ag_zero_grad(x);
     cr_assert_eq(ag_backward(t, ag_sum(t, ag_mul(t, g, v))), AG_OK, "%s", ag_tape_error(t));
     double want[12] = {0, 15, 0, 0};
@@ -534,8 +486,8 @@ Test(graph_reduce_edges, prod_axis_of_one_element_and_of_a_long_axis)
 
 Test(graph_reduce_edges, norm_at_zero_has_no_gradient)
 {
-    ag_tensor *x = values(AG_F64, AG_SHAPE(2, 2), (const double[]){0, 0, 0, 0}, true);
-    ag_tensor *w = values(AG_F64, AG_SHAPE(1), (const double[]){1}, false);
+    ag_tensor *x = ot_leaf(AG_F64, AG_SHAPE(2, 2), (const double[]){0, 0, 0, 0});
+    ag_tensor *w = ot_from(AG_F64, AG_SHAPE(1), (const double[]){1});
     ag_tape *t = ag_tape_new();
     opt o = {0};
     ag_tensor *g = recorded_gradient(t, f_norm, &o, x, w);
@@ -547,8 +499,8 @@ Test(graph_reduce_edges, norm_at_zero_has_no_gradient)
 
 Test(graph_reduce_edges, max_and_min_ties_send_the_gradient_to_the_first)
 {
-    ag_tensor *x = values(AG_F64, AG_SHAPE(2, 3), (const double[]){4, 1, 4, -2, 7, -2}, true);
-    ag_tensor *w = values(AG_F64, AG_SHAPE(2), (const double[]){3, 5}, false);
+    ag_tensor *x = ot_leaf(AG_F64, AG_SHAPE(2, 3), (const double[]){4, 1, 4, -2, 7, -2});
+    ag_tensor *w = ot_from(AG_F64, AG_SHAPE(2), (const double[]){3, 5});
     ag_tape *t = ag_tape_new();
     opt o = {.fa = ag_max_axis, .axis = 1};
     assert_exactly(recorded_gradient(t, f_axis, &o, x, w), (const double[]){3, 0, 0, 0, 5, 0}, 6, "max");
@@ -564,7 +516,7 @@ Test(graph_reduce_edges, dropout_uses_the_forward_mask)
     /* p = 0.5: the recorded gradient is 0 or 2 at each element, where the
      * forward dropped or kept it, and the fused one agrees */
     ag_tensor *x = IN(1, 2, 64);
-    ag_tensor *w = values(AG_F64, AG_SHAPE(64), (const double[64]){0}, false);
+    ag_tensor *w = ot_from(AG_F64, AG_SHAPE(64), (const double[64]){0});
     for (size_t i = 0; i < 64; i++)
         ((double *)ag_data(w))[i] = 1;
     ag_tape *t = ag_tape_new();
@@ -645,10 +597,10 @@ static void check_third(const char *what, ag_fn fn, opt *o, ag_tensor *x)
         got[j] = ag_get_grad(x, j);
     ag_tape_free(t);
     save(1, &x, &keep);
-    nudge(1, &x, &u, FD_EPS);
+    ot_nudge(1, &x, &u, FD_EPS);
     recorded_hvp(what, fn, o, 1, &x, &w, &v, &plus);
     restore(1, &x, &keep);
-    nudge(1, &x, &u, -FD_EPS);
+    ot_nudge(1, &x, &u, -FD_EPS);
     recorded_hvp(what, fn, o, 1, &x, &w, &v, &minus);
     restore(1, &x, &keep);
     compare_fd(what, "third", 1, &x, &got, &plus, &minus);
@@ -671,7 +623,7 @@ Test(graph_reduce_third, reductions_and_normalisations)
 
 Test(graph_reduce_third, losses)
 {
-    ag_tensor *cls = values(AG_F64, AG_SHAPE(4), (const double[]){1, 0, 4, 2}, false);
+    ag_tensor *cls = ot_from(AG_F64, AG_SHAPE(4), (const double[]){1, 0, 4, 2});
     check_third("cross_entropy", f_classes, &(opt){.fl = ag_cross_entropy, .cls = cls}, IN(-2, 2, 4, 5));
     check_third("nll_loss", f_classes, &(opt){.fl = ag_nll_loss, .cls = cls}, IN(-2, 2, 4, 5));
     ag_tensor_free(cls);

@@ -17,6 +17,7 @@
 
 #include "autograd.h"
 #include "internal.h" /* index_add and scatter_add are internal ops */
+#include "optest.h"
 
 #define MAX_IN 2
 
@@ -41,29 +42,8 @@ typedef struct {
     ag_tensor *v[MAX_IN];    /* the directions of the second derivative */
 } spec;
 
-static ag_tensor *uniform(ag_dtype dt, const size_t *shape, size_t rank, bool grad)
-{
-    ag_tensor *x = ag_rand_uniform(dt, shape, rank, -1, 1, &rng);
-    cr_assert_not_null(x);
-    if (grad)
-        cr_assert_eq(ag_set_requires_grad(x, true), AG_OK);
-    return x;
-}
-#define INPUT(...) uniform(AG_F64, AG_SHAPE(__VA_ARGS__), true)
-
-/* A constant of whole numbers (indices) of dtype dt. */
-static ag_tensor *ints(ag_dtype dt, const size_t *shape, size_t rank, const double *v)
-{
-    ag_tensor *x = ag_zeros(dt, shape, rank);
-    cr_assert_not_null(x);
-    for (size_t i = 0; i < ag_tensor_numel(x); i++) {
-        if (dt == AG_F32)
-            ((float *)ag_data(x))[i] = (float)v[i];
-        else
-            ((double *)ag_data(x))[i] = v[i];
-    }
-    return x;
-}
+/* An f64 input uniform in [-1, 1) of the given dimensions. */
+#define INPUT(...) ot_uniform(&rng, AG_F64, AG_SHAPE(__VA_ARGS__), -1, 1, true)
 
 /* Σ y ⊙ w as a 1-D product. */
 static ag_tensor *dot(ag_tape *t, ag_tensor *y, ag_tensor *w)
@@ -89,10 +69,10 @@ static void prepare(spec *s)
     ag_tape *t = ag_tape_new();
     ag_tensor *y = s->op(t, s->x, s->ctx);
     cr_assert_not_null(y, "%s", ag_tape_error(t));
-    s->w = uniform(AG_F64, ag_tensor_shape(y), ag_tensor_rank(y), false);
+    s->w = ot_uniform(&rng, AG_F64, ag_tensor_shape(y), ag_tensor_rank(y), -1, 1, false);
     for (size_t i = 0; i < s->n; i++)
-        s->v[i] = uniform(ag_tensor_dtype(s->x[i]), ag_tensor_shape(s->x[i]),
-                          ag_tensor_rank(s->x[i]), false);
+        s->v[i] = ot_uniform(&rng, ag_tensor_dtype(s->x[i]), ag_tensor_shape(s->x[i]), ag_tensor_rank(s->x[i]),
+                             -1, 1, false);
     ag_tape_free(t);
 }
 
@@ -134,26 +114,21 @@ static void free_bufs(const spec *s, double **g)
     free(g);
 }
 
-/* ag_gradients with AG_CREATE_GRAPH equals ag_backward. */
+/* ag_gradients with AG_CREATE_GRAPH equals ag_backward, whose gradient
+ * fused_grad leaves in the inputs' grads (ag_gradients does not touch them). */
 static void check_first(spec *s)
 {
-    double **want = grad_bufs(s);
-    fused_grad(s, false, want);
+    double **fused = grad_bufs(s);
+    fused_grad(s, false, fused);
     ag_tape *t = ag_tape_new();
     ag_tensor *g[MAX_IN];
     cr_assert_eq(ag_gradients(t, loss(t, s, false), s->n, s->x, g, AG_CREATE_GRAPH), AG_OK, "%s",
                  ag_tape_error(t));
-    for (size_t i = 0; i < s->n; i++) {
-        cr_assert_eq(ag_tensor_numel(g[i]), ag_tensor_numel(s->x[i]));
+    for (size_t i = 0; i < s->n; i++)
         cr_assert_eq(ag_tensor_dtype(g[i]), ag_tensor_dtype(s->x[i]));
-        for (size_t j = 0; j < ag_tensor_numel(s->x[i]); j++) {
-            double got = ag_get(g[i], j), w = want[i][j];
-            cr_assert(got == w || fabs(got - w) <= 1e-12 * fmax(fabs(got), fabs(w)),
-                      "input %zu [%zu]: graph %.17g, fused %.17g", i, j, got, w);
-        }
-    }
+    ot_assert_same_gradients("recorded", s->n, s->x, g, OT_PER_ELEMENT, 1e-12);
     ag_tape_free(t);
-    free_bufs(s, want);
+    free_bufs(s, fused);
 }
 
 /* The gradient of Σ_i <grad_i, v_i>, grad_i recorded by ag_gradients,
@@ -181,27 +156,17 @@ static void graph_hvp(const spec *s, double **h)
     ag_tape_free(t);
 }
 
-/* Moves every input by eps along its direction (f64 inputs). */
-static void shift(const spec *s, double eps)
-{
-    for (size_t i = 0; i < s->n; i++) {
-        double *x = ag_data(s->x[i]);
-        for (size_t j = 0; j < ag_tensor_numel(s->x[i]); j++)
-            x[j] += eps * ag_get(s->v[i], j);
-    }
-}
-
 /* Second derivatives against (∇f(x + εv) - ∇f(x - εv)) / 2ε. */
 static void check_second(spec *s)
 {
     const double eps = 1e-5;
     double **h = grad_bufs(s), **hi = grad_bufs(s), **lo = grad_bufs(s);
     graph_hvp(s, h);
-    shift(s, eps);
+    ot_nudge(s->n, s->x, s->v, eps);
     fused_grad(s, true, hi);
-    shift(s, -2 * eps);
+    ot_nudge(s->n, s->x, s->v, -2 * eps);
     fused_grad(s, true, lo);
-    shift(s, eps);
+    ot_nudge(s->n, s->x, s->v, eps);
     double norm = 0;
     for (size_t i = 0; i < s->n; i++)
         for (size_t j = 0; j < ag_tensor_numel(s->x[i]); j++) {
@@ -401,7 +366,7 @@ static ag_tensor *op_cast(ag_tape *t, ag_tensor *const *x, const void *ctx)
 Test(graph_first, cast_f32_to_f64) /* the gradient comes back as f32 */
 {
     static const ag_dtype to = AG_F64;
-    spec s = {.op = op_cast, .ctx = &to, .n = 1, .x = {uniform(AG_F32, AG_SHAPE(2, 3, 4), true)}};
+    spec s = {.op = op_cast, .ctx = &to, .n = 1, .x = {ot_uniform(&rng, AG_F32, AG_SHAPE(2, 3, 4), -1, 1, true)}};
     prepare(&s);
     check_first(&s);
     release(&s);
@@ -499,7 +464,7 @@ Test(graph_second, expand_scalar)
 {
     static const size_t to[] = {2, 2, 3};
     spec s = {.op = op_expand, .ctx = to, .n = 1,
-              .x = {uniform(AG_F64, NULL, 0, true)}};
+              .x = {ot_uniform(&rng, AG_F64, NULL, 0, -1, 1, true)}};
     check_both(&s);
 }
 
@@ -540,37 +505,37 @@ static void indexed_case(op_fn op, ag_tensor *x, int axis, ag_tensor *idx)
 Test(graph_first, index_select_rows_repeated)
 {
     static const double i[] = {2, 0, 2, 3, 2};
-    indexed_case(op_index_select, INPUT(4, 3), 0, ints(AG_F64, AG_SHAPE(5), i));
+    indexed_case(op_index_select, INPUT(4, 3), 0, ot_from(AG_F64, AG_SHAPE(5), i));
 }
 
 Test(graph_first, index_select_axis1_rank3)
 {
     static const double i[] = {1, 1, 3};
-    indexed_case(op_index_select, INPUT(2, 4, 3), 1, ints(AG_F32, AG_SHAPE(3), i));
+    indexed_case(op_index_select, INPUT(2, 4, 3), 1, ot_from(AG_F32, AG_SHAPE(3), i));
 }
 
 Test(graph_second, index_select_last_axis)
 {
     static const double i[] = {0, 2, 0, 0};
-    indexed_case(op_index_select, INPUT(2, 3, 3), -1, ints(AG_F64, AG_SHAPE(4), i));
+    indexed_case(op_index_select, INPUT(2, 3, 3), -1, ot_from(AG_F64, AG_SHAPE(4), i));
 }
 
 Test(graph_first, gather_axis1)
 {
     static const double i[] = {3, 0, 3, 1, 1, 1};
-    indexed_case(op_gather, INPUT(3, 4), 1, ints(AG_F64, AG_SHAPE(3, 2), i));
+    indexed_case(op_gather, INPUT(3, 4), 1, ot_from(AG_F64, AG_SHAPE(3, 2), i));
 }
 
 Test(graph_first, gather_axis0_rank3_smaller)
 {
     static const double i[] = {0, 2, 2, 1, 0, 0, 1, 1, 2, 2, 0, 1};
-    indexed_case(op_gather, INPUT(3, 2, 4), 0, ints(AG_F32, AG_SHAPE(2, 2, 3), i));
+    indexed_case(op_gather, INPUT(3, 2, 4), 0, ot_from(AG_F32, AG_SHAPE(2, 2, 3), i));
 }
 
 Test(graph_second, gather_last_axis_repeats)
 {
     static const double i[] = {1, 1, 1, 0, 2, 2, 0, 0};
-    indexed_case(op_gather, INPUT(2, 2, 3), 2, ints(AG_F64, AG_SHAPE(2, 2, 2), i));
+    indexed_case(op_gather, INPUT(2, 2, 3), 2, ot_from(AG_F64, AG_SHAPE(2, 2, 2), i));
 }
 
 /* ------------------------------------------------------------ index_add, scatter_add (internal) */
@@ -608,26 +573,26 @@ static void targeted_case(op_fn op, ag_tensor *g, int axis, ag_tensor *idx, cons
 Test(graph_first, index_add_axis1_rank3)
 {
     static const double i[] = {3, 0, 3};
-    targeted_case(op_index_add, INPUT(2, 3, 2), 1, ints(AG_F64, AG_SHAPE(3), i), AG_SHAPE(2, 4, 2));
+    targeted_case(op_index_add, INPUT(2, 3, 2), 1, ot_from(AG_F64, AG_SHAPE(3), i), AG_SHAPE(2, 4, 2));
 }
 
 Test(graph_second, index_add_axis0)
 {
     static const double i[] = {1, 1};
-    targeted_case(op_index_add, INPUT(2, 3), 0, ints(AG_F32, AG_SHAPE(2), i), AG_SHAPE(3, 3));
+    targeted_case(op_index_add, INPUT(2, 3), 0, ot_from(AG_F32, AG_SHAPE(2), i), AG_SHAPE(3, 3));
 }
 
 Test(graph_first, scatter_add_axis0_rank3)
 {
     static const double i[] = {2, 2, 0, 1, 0, 2};
-    targeted_case(op_scatter_add, INPUT(2, 1, 3), 0, ints(AG_F64, AG_SHAPE(2, 1, 3), i),
+    targeted_case(op_scatter_add, INPUT(2, 1, 3), 0, ot_from(AG_F64, AG_SHAPE(2, 1, 3), i),
                   AG_SHAPE(3, 2, 3));
 }
 
 Test(graph_second, scatter_add_last_axis)
 {
     static const double i[] = {0, 0, 3, 1, 3, 3};
-    targeted_case(op_scatter_add, INPUT(3, 2), 1, ints(AG_F64, AG_SHAPE(3, 2), i), AG_SHAPE(3, 4));
+    targeted_case(op_scatter_add, INPUT(3, 2), 1, ot_from(AG_F64, AG_SHAPE(3, 2), i), AG_SHAPE(3, 4));
 }
 
 /* index_select's recorded gradient is index_add, whose own is index_select:
@@ -637,9 +602,10 @@ Test(graph_second, scatter_add_last_axis)
 Test(graph_second, index_select_third_order)
 {
     static const double iv[] = {2, 0, 2};
-    ag_tensor *x = INPUT(3), *idx = ints(AG_F64, AG_SHAPE(3), iv);
-    ag_tensor *w = uniform(AG_F64, AG_SHAPE(3), false), *v = uniform(AG_F64, AG_SHAPE(3), false);
-    ag_tensor *u = uniform(AG_F64, AG_SHAPE(3), false);
+    ag_tensor *x = INPUT(3), *idx = ot_from(AG_F64, AG_SHAPE(3), iv);
+    ag_tensor *w = ot_uniform(&rng, AG_F64, AG_SHAPE(3), -1, 1, false);
+    ag_tensor *v = ot_uniform(&rng, AG_F64, AG_SHAPE(3), -1, 1, false);
+    ag_tensor *u = ot_uniform(&rng, AG_F64, AG_SHAPE(3), -1, 1, false);
     ag_tape *t = ag_tape_new();
     ag_tensor *y = ag_index_select(t, x, 0, idx);
     ag_tensor *f = dot(t, ag_mul(t, ag_mul(t, y, y), y), w), *g1, *g2;
@@ -669,8 +635,8 @@ Test(graph_second, index_select_third_order)
 Test(graph_first, index_add_scatter_add_reject_misfits)
 {
     static const double i2[] = {0, 1}, bad[] = {0, 3, 1};
-    ag_tensor *g = INPUT(2, 3), *idx2 = ints(AG_F64, AG_SHAPE(2), i2);
-    ag_tensor *idx_bad = ints(AG_F64, AG_SHAPE(3), bad);
+    ag_tensor *g = INPUT(2, 3), *idx2 = ot_from(AG_F64, AG_SHAPE(2), i2);
+    ag_tensor *idx_bad = ot_from(AG_F64, AG_SHAPE(3), bad);
     struct {
         op_fn op;
         ag_tensor *idx;

@@ -7,11 +7,7 @@
 #include <string.h>
 
 #include "autograd.h"
-#include "refcase.h"
-
-#define EPS 1e-6
-#define ATOL 1e-6
-#define RTOL 1e-6
+#include "optest.h"
 
 static ag_rng rng;
 
@@ -24,82 +20,8 @@ TestSuite(reference);
 
 /* ------------------------------------------------------------ helpers */
 
-/* An f64 leaf, uniform in [lo, hi). */
-static ag_tensor *uniform(double lo, double hi, const size_t *shape, size_t rank)
-{
-    ag_tensor *x = ag_rand_uniform(AG_F64, shape, rank, lo, hi, &rng);
-    cr_assert_not_null(x);
-    return x;
-}
-#define U(lo, hi, ...) uniform(lo, hi, AG_SHAPE(__VA_ARGS__))
-
-/* Uniform in [-1, 1) moved at least 0.1 away from 0 (the kink of relu/abs). */
-static ag_tensor *away_from_zero(const size_t *shape, size_t rank)
-{
-    ag_tensor *x = uniform(-1, 1, shape, rank);
-    double *d = ag_data(x);
-    for (size_t i = 0; i < ag_tensor_numel(x); i++)
-        d[i] += d[i] < 0 ? -0.1 : 0.1;
-    return x;
-}
-
-static ag_tensor *from(ag_dtype dt, const size_t *shape, size_t rank, const double *v)
-{
-    size_t n = 1;
-    for (size_t i = 0; i < rank; i++)
-        n *= shape[i];
-    ag_tensor *x = ag_zeros(dt, shape, rank);
-    cr_assert_not_null(x);
-    for (size_t i = 0; i < n; i++) {
-        if (dt == AG_F32)
-            ((float *)ag_data(x))[i] = (float)v[i];
-        else
-            ((double *)ag_data(x))[i] = v[i];
-    }
-    return x;
-}
-
-/* fn under test, then every input used again after it: Σ y² + Σ_i Σ x_i².
- * Those later uses are backpropagated first, so an op whose backward
- * assigns (=) instead of accumulating (+=) loses their gradient. */
-typedef struct {
-    ag_fn fn;
-    void *ctx;
-    size_t n;
-} fan_out;
-
-static ag_tensor *fan_out_fn(ag_tape *t, ag_tensor *const *x, void *ctx)
-{
-    const fan_out *f = ctx;
-    ag_tensor *y = f->fn(t, x, f->ctx);
-    ag_tensor *s = ag_sum(t, ag_mul(t, y, y));
-    for (size_t i = 0; i < f->n; i++)
-        s = ag_add(t, s, ag_sum(t, ag_mul(t, x[i], x[i])));
-    return s;
-}
-
-static void gradcheck_ok(const char *what, ag_fn fn, void *ctx, size_t n, ag_tensor *const *in, size_t numel)
-{
-    ag_gradcheck_report rep;
-    ag_status s = ag_gradcheck(fn, ctx, n, in, EPS, ATOL, RTOL, &rep);
-    cr_assert_eq(s, AG_OK, "%s: gradcheck returned %s", what, ag_status_string(s));
-    cr_assert(rep.passed, "%s: input %zu element %zu: numeric %.12g analytic %.12g", what,
-              rep.worst_input, rep.worst_index, rep.numeric, rep.analytic);
-    cr_assert_eq(rep.checked, numel, "%s: checked %zu", what, rep.checked);
-}
-
-/* Gradchecks fn on up to two inputs, alone and with fan-out; frees them. */
-static void check_and_free(const char *what, ag_fn fn, void *ctx, ag_tensor *a, ag_tensor *b)
-{
-    ag_tensor *in[2] = {a, b};
-    size_t n = b ? 2 : 1, numel = ag_tensor_numel(a) + ag_tensor_numel(b);
-    gradcheck_ok(what, fn, ctx, n, in, numel);
-    char fanned[128];
-    snprintf(fanned, sizeof fanned, "%s, with its inputs used again", what);
-    gradcheck_ok(fanned, fan_out_fn, &(fan_out){fn, ctx, n}, n, in, numel);
-    ag_tensor_free(a);
-    ag_tensor_free(b);
-}
+/* An f64 tensor uniform in [lo, hi) of the given dimensions. */
+#define U(lo, hi, ...) ot_uniform(&rng, AG_F64, AG_SHAPE(__VA_ARGS__), lo, hi, false)
 
 /* What the functions under check apply, with their parameters. */
 typedef struct {
@@ -185,8 +107,10 @@ static void check_binops(const size_t *sa, size_t ra, const size_t *sb, size_t r
 {
     for (size_t k = 0; k < 4; k++) {
         op_args args = {.f2 = binops[k].f};
-        check_and_free(binops[k].name, apply2, &args, uniform(-1, 1, sa, ra), uniform(0.5, 2, sb, rb));
-        check_and_free(binops[k].name, apply2, &args, uniform(0.5, 2, sb, rb), uniform(0.5, 2, sa, ra));
+        ot_check_pair_and_free(binops[k].name, apply2, &args, ot_uniform(&rng, AG_F64, sa, ra, -1, 1, false),
+                               ot_uniform(&rng, AG_F64, sb, rb, 0.5, 2, false));
+        ot_check_pair_and_free(binops[k].name, apply2, &args, ot_uniform(&rng, AG_F64, sb, rb, 0.5, 2, false),
+                               ot_uniform(&rng, AG_F64, sa, ra, 0.5, 2, false));
     }
 }
 
@@ -205,25 +129,28 @@ Test(gradcheck, binary_rank_eight) { check_binops(AG_SHAPE(2, 1, 2, 1, 1, 2, 1, 
 static void check_unary(const char *name, ag_tensor *(*f)(ag_tape *, ag_tensor *), ag_tensor *x)
 {
     op_args args = {.f1 = f};
-    check_and_free(name, apply1, &args, x, NULL);
+    ot_check_pair_and_free(name, apply1, &args, x, NULL);
 }
 
 Test(gradcheck, neg) { check_unary("neg", ag_neg, U(-2, 2, 2, 3)); }
 Test(gradcheck, exp) { check_unary("exp", ag_exp, U(-2, 2, 2, 3)); }
 Test(gradcheck, log) { check_unary("log", ag_log, U(0.3, 3, 2, 3)); }
 Test(gradcheck, sqrt) { check_unary("sqrt", ag_sqrt, U(0.3, 3, 2, 3)); }
-Test(gradcheck, abs) { check_unary("abs", ag_abs, away_from_zero(AG_SHAPE(3, 4))); }
+Test(gradcheck, abs) { check_unary("abs", ag_abs, ot_away_from_zero(&rng, 0.1, AG_SHAPE(3, 4))); }
 Test(gradcheck, sigmoid) { check_unary("sigmoid", ag_sigmoid, U(-4, 4, 3, 4)); }
 Test(gradcheck, tanh) { check_unary("tanh", ag_tanh, U(-2, 2, 3, 4)); }
-Test(gradcheck, relu) { check_unary("relu", ag_relu, away_from_zero(AG_SHAPE(3, 4))); }
+Test(gradcheck, relu) { check_unary("relu", ag_relu, ot_away_from_zero(&rng, 0.1, AG_SHAPE(3, 4))); }
 Test(gradcheck, softplus) { check_unary("softplus", ag_softplus, U(-4, 4, 3, 4)); }
-Test(gradcheck, unary_on_scalar) { check_unary("exp of a scalar", ag_exp, uniform(-1, 1, NULL, 0)); }
+Test(gradcheck, unary_on_scalar)
+{
+    check_unary("exp of a scalar", ag_exp, ot_uniform(&rng, AG_F64, NULL, 0, -1, 1, false));
+}
 
 static void check_param(const char *name, ag_tensor *(*f)(ag_tape *, ag_tensor *, double), double p,
                         ag_tensor *x)
 {
     op_args args = {.fp = f, .p = p};
-    check_and_free(name, apply_p, &args, x, NULL);
+    ot_check_pair_and_free(name, apply_p, &args, x, NULL);
 }
 
 Test(gradcheck, pow_several_exponents)
@@ -235,8 +162,8 @@ Test(gradcheck, pow_several_exponents)
 
 Test(gradcheck, leaky_relu)
 {
-    check_param("leaky_relu", ag_leaky_relu, 0.1, away_from_zero(AG_SHAPE(3, 4)));
-    check_param("leaky_relu", ag_leaky_relu, -0.5, away_from_zero(AG_SHAPE(5)));
+    check_param("leaky_relu", ag_leaky_relu, 0.1, ot_away_from_zero(&rng, 0.1, AG_SHAPE(3, 4)));
+    check_param("leaky_relu", ag_leaky_relu, -0.5, ot_away_from_zero(&rng, 0.1, AG_SHAPE(5)));
 }
 
 Test(gradcheck, add_scalar) { check_param("add_scalar", ag_add_scalar, 3.5, U(-1, 1, 2, 3)); }
@@ -247,7 +174,8 @@ Test(gradcheck, scale) { check_param("scale", ag_scale, -2.5, U(-1, 1, 2, 3)); }
 static void check_matmul(const size_t *sa, size_t ra, const size_t *sb, size_t rb)
 {
     op_args args = {.f2 = ag_matmul};
-    check_and_free("matmul", apply2, &args, uniform(-1, 1, sa, ra), uniform(-1, 1, sb, rb));
+    ot_check_pair_and_free("matmul", apply2, &args, ot_uniform(&rng, AG_F64, sa, ra, -1, 1, false),
+                           ot_uniform(&rng, AG_F64, sb, rb, -1, 1, false));
 }
 
 Test(gradcheck, matmul_2d) { check_matmul(AG_SHAPE(3, 4), AG_SHAPE(4, 2)); }
@@ -265,41 +193,41 @@ Test(gradcheck, transpose)
 Test(gradcheck, reshape)
 {
     op_args a = {.rank = 2, .shape = {4, 6}};
-    check_and_free("reshape [2,3,4]->[4,6]", apply_reshape, &a, U(-1, 1, 2, 3, 4), NULL);
+    ot_check_pair_and_free("reshape [2,3,4]->[4,6]", apply_reshape, &a, U(-1, 1, 2, 3, 4), NULL);
     op_args b = {.rank = 1, .shape = {24}};
-    check_and_free("reshape [2,3,4]->[24]", apply_reshape, &b, U(-1, 1, 2, 3, 4), NULL);
+    ot_check_pair_and_free("reshape [2,3,4]->[24]", apply_reshape, &b, U(-1, 1, 2, 3, 4), NULL);
     op_args c = {.rank = 0};
-    check_and_free("reshape [1,1]->[]", apply_reshape, &c, U(-1, 1, 1, 1), NULL);
+    ot_check_pair_and_free("reshape [1,1]->[]", apply_reshape, &c, U(-1, 1, 1, 1), NULL);
 }
 
 Test(gradcheck, concat_each_axis)
 {
     op_args a = {.axis = 0};
-    check_and_free("concat axis 0", apply_concat, &a, U(-1, 1, 2, 3, 4), U(-1, 1, 1, 3, 4));
+    ot_check_pair_and_free("concat axis 0", apply_concat, &a, U(-1, 1, 2, 3, 4), U(-1, 1, 1, 3, 4));
     a.axis = 1;
-    check_and_free("concat axis 1", apply_concat, &a, U(-1, 1, 2, 3, 4), U(-1, 1, 2, 2, 4));
+    ot_check_pair_and_free("concat axis 1", apply_concat, &a, U(-1, 1, 2, 3, 4), U(-1, 1, 2, 2, 4));
     a.axis = 2;
-    check_and_free("concat axis 2", apply_concat, &a, U(-1, 1, 2, 3, 4), U(-1, 1, 2, 3, 5));
+    ot_check_pair_and_free("concat axis 2", apply_concat, &a, U(-1, 1, 2, 3, 4), U(-1, 1, 2, 3, 5));
     a.axis = -1;
-    check_and_free("concat axis -1", apply_concat, &a, U(-1, 1, 2, 3), U(-1, 1, 2, 1));
+    ot_check_pair_and_free("concat axis -1", apply_concat, &a, U(-1, 1, 2, 3), U(-1, 1, 2, 1));
 }
 
 Test(gradcheck, concat_same_tensor_twice)
 {
     for (int axis = 0; axis < 3; axis++) {
         op_args a = {.axis = axis};
-        check_and_free("concat x with x", apply_concat_self, &a, U(-1, 1, 2, 3, 4), NULL);
+        ot_check_pair_and_free("concat x with x", apply_concat_self, &a, U(-1, 1, 2, 3, 4), NULL);
     }
 }
 
 Test(gradcheck, slice)
 {
     op_args a = {.axis = 1, .start = 1, .end = 4};
-    check_and_free("slice axis 1", apply_slice, &a, U(-1, 1, 2, 5, 3), NULL);
+    ot_check_pair_and_free("slice axis 1", apply_slice, &a, U(-1, 1, 2, 5, 3), NULL);
     op_args b = {.axis = 0, .start = 1, .end = 2};
-    check_and_free("slice axis 0", apply_slice, &b, U(-1, 1, 2, 5, 3), NULL);
+    ot_check_pair_and_free("slice axis 0", apply_slice, &b, U(-1, 1, 2, 5, 3), NULL);
     op_args c = {.axis = -1, .start = 0, .end = 2};
-    check_and_free("slice axis -1", apply_slice, &c, U(-1, 1, 2, 5, 3), NULL);
+    ot_check_pair_and_free("slice axis -1", apply_slice, &c, U(-1, 1, 2, 5, 3), NULL);
 }
 
 Test(gradcheck, cast_round_trip_with_loose_tolerance)
@@ -317,8 +245,8 @@ Test(gradcheck, cast_round_trip_gradient_is_exact)
 {
     /* d/dx Σ w·f64(f32(x)) = w, exactly for weights that f32 holds */
     const double w[4] = {0.5, -1.25, 3, 1024};
-    ag_tensor *x = from(AG_F64, AG_SHAPE(4), (double[]){0.1, -0.2, 0.3, 1e-3});
-    ag_tensor *W = from(AG_F64, AG_SHAPE(4), w);
+    ag_tensor *x = ot_from(AG_F64, AG_SHAPE(4), (double[]){0.1, -0.2, 0.3, 1e-3});
+    ag_tensor *W = ot_from(AG_F64, AG_SHAPE(4), w);
     ag_set_requires_grad(x, true);
     ag_tape *t = ag_tape_new();
     ag_tensor *c = ag_cast(t, ag_cast(t, x, AG_F32), AG_F64);
@@ -338,7 +266,7 @@ Test(gradcheck, sum_and_mean)
 {
     check_unary("sum", ag_sum, U(-1, 1, 2, 3, 4));
     check_unary("mean", ag_mean, U(-1, 1, 2, 3, 4));
-    check_unary("sum of a scalar", ag_sum, uniform(-1, 1, NULL, 0));
+    check_unary("sum of a scalar", ag_sum, ot_uniform(&rng, AG_F64, NULL, 0, -1, 1, false));
 }
 
 static void check_axis_op(const char *name, ag_tensor *(*f)(ag_tape *, ag_tensor *, int, bool))
@@ -349,7 +277,7 @@ static void check_axis_op(const char *name, ag_tensor *(*f)(ag_tape *, ag_tensor
             op_args a = {.fa = f, .axis = axes[i], .keep = keep};
             char what[64];
             snprintf(what, sizeof what, "%s axis %d keepdim %d", name, axes[i], keep);
-            check_and_free(what, apply_axis, &a, U(-1, 1, 2, 3, 4), NULL);
+            ot_check_pair_and_free(what, apply_axis, &a, U(-1, 1, 2, 3, 4), NULL);
         }
 }
 
@@ -357,7 +285,7 @@ Test(gradcheck, rank_eight_transpose_and_axis_reduction)
 {
     check_unary("transpose rank 8", ag_transpose, U(-1, 1, 1, 2, 1, 2, 1, 1, 2, 3));
     op_args a = {.fa = ag_sum_axis, .axis = 3, .keep = false};
-    check_and_free("sum_axis rank 8", apply_axis, &a, U(-1, 1, 1, 2, 1, 2, 1, 1, 2, 3), NULL);
+    ot_check_pair_and_free("sum_axis rank 8", apply_axis, &a, U(-1, 1, 1, 2, 1, 2, 1, 1, 2, 3), NULL);
 }
 
 Test(gradcheck, sum_axis) { check_axis_op("sum_axis", ag_sum_axis); }
@@ -371,7 +299,7 @@ static void check_softmax_op(const char *name, ag_tensor *(*f)(ag_tape *, ag_ten
         op_args a = {.fs = f, .axis = axes[i]};
         char what[64];
         snprintf(what, sizeof what, "%s axis %d", name, axes[i]);
-        check_and_free(what, apply_soft, &a, U(-2, 2, 2, 3, 4), NULL);
+        ot_check_pair_and_free(what, apply_soft, &a, U(-2, 2, 2, 3, 4), NULL);
     }
 }
 
@@ -383,7 +311,7 @@ Test(gradcheck, log_softmax) { check_softmax_op("log_softmax", ag_log_softmax); 
 static void check_loss(const char *name, binop f, ag_tensor *a, ag_tensor *y)
 {
     op_args args = {.f2 = f};
-    check_and_free(name, apply2, &args, a, y);
+    ot_check_pair_and_free(name, apply2, &args, a, y);
 }
 
 Test(gradcheck, mse) { check_loss("mse", ag_mse, U(-1, 1, 3, 4), U(-1, 1, 3, 4)); }
@@ -403,9 +331,9 @@ Test(gradcheck, bce_with_logits)
 
 Test(gradcheck, cross_entropy)
 {
-    ag_tensor *c = from(AG_F64, AG_SHAPE(4), (double[]){0, 4, 2, 4});
+    ag_tensor *c = ot_from(AG_F64, AG_SHAPE(4), (double[]){0, 4, 2, 4});
     op_args a = {.c = c};
-    check_and_free("cross_entropy", apply_cross_entropy, &a, U(-2, 2, 4, 5), NULL);
+    ot_check_pair_and_free("cross_entropy", apply_cross_entropy, &a, U(-2, 2, 4, 5), NULL);
     ag_tensor_free(c);
 }
 
@@ -420,29 +348,12 @@ static ag_tensor *sigmoid_layer_cost(ag_tape *t, ag_tensor *const *x, void *ctx)
 Test(gradcheck, sigmoid_layer_with_quadratic_cost)
 {
     ag_tensor *ctx[2] = {U(-1, 1, 4, 3), U(0, 1, 4, 2)};
-    check_and_free("layer", sigmoid_layer_cost, ctx, U(-1, 1, 3, 2), U(-1, 1, 2));
+    ot_check_pair_and_free("layer", sigmoid_layer_cost, ctx, U(-1, 1, 3, 2), U(-1, 1, 2));
     ag_tensor_free(ctx[0]);
     ag_tensor_free(ctx[1]);
 }
 
 /* ------------------------------------------------------------ forward values */
-
-static void assert_values(const ag_tensor *y, const double *want, size_t n, double tol)
-{
-    cr_assert_not_null(y);
-    cr_assert_eq(ag_tensor_numel(y), n);
-    for (size_t i = 0; i < n; i++)
-        cr_assert(fabs(ag_get(y, i) - want[i]) <= tol * (1 + fabs(want[i])),
-                  "element %zu: got %.17g want %.17g", i, ag_get(y, i), want[i]);
-}
-
-static void assert_shape(const ag_tensor *y, const size_t *shape, size_t rank)
-{
-    cr_assert_not_null(y);
-    cr_assert_eq(ag_tensor_rank(y), rank);
-    for (size_t i = 0; i < rank; i++)
-        cr_assert_eq(ag_tensor_shape(y)[i], shape[i], "axis %zu", i);
-}
 
 Test(forward, broadcast_binary_ops)
 {
@@ -462,8 +373,8 @@ Test(forward, broadcast_binary_ops)
                 want[3][e] = z / x;
             }
     for (int o = 0; o < 4; o++) {
-        assert_shape(ys[o], AG_SHAPE(2, 3, 4));
-        assert_values(ys[o], want[o], 24, 1e-15);
+        ot_assert_shape(ys[o], AG_SHAPE(2, 3, 4));
+        ot_assert_values(ys[o], want[o], 24, 1e-15);
     }
     ag_tape_free(t);
     ag_tensor_free(a);
@@ -507,11 +418,11 @@ Test(forward, matmul_shared_operand_in_f64_and_f32)
             }
     ag_tape *t = ag_tape_new();
     ag_tensor *y = ag_matmul(t, a, b);
-    assert_shape(y, AG_SHAPE(2, 3, 5));
-    assert_values(y, want, 30, 1e-14);
+    ot_assert_shape(y, AG_SHAPE(2, 3, 5));
+    ot_assert_values(y, want, 30, 1e-14);
     ag_tensor *y32 = ag_matmul(t, ag_cast(t, a, AG_F32), ag_cast(t, b, AG_F32));
     cr_assert_eq(ag_tensor_dtype(y32), AG_F32);
-    assert_values(y32, want, 30, 1e-5);
+    ot_assert_values(y32, want, 30, 1e-5);
     ag_tape_free(t);
     ag_tensor_free(a);
     ag_tensor_free(b);
@@ -524,10 +435,10 @@ Test(forward, transpose_concat_slice_reshape_move_elements)
     ag_tape *t = ag_tape_new();
     ag_tensor *tr = ag_transpose(t, x), *cat = ag_concat(t, x, z, 1), *sl = ag_slice(t, x, 2, 1, 3);
     ag_tensor *rs = ag_reshape(t, x, AG_SHAPE(6, 4));
-    assert_shape(tr, AG_SHAPE(2, 4, 3));
-    assert_shape(cat, AG_SHAPE(2, 5, 4));
-    assert_shape(sl, AG_SHAPE(2, 3, 2));
-    assert_shape(rs, AG_SHAPE(6, 4));
+    ot_assert_shape(tr, AG_SHAPE(2, 4, 3));
+    ot_assert_shape(cat, AG_SHAPE(2, 5, 4));
+    ot_assert_shape(sl, AG_SHAPE(2, 3, 2));
+    ot_assert_shape(rs, AG_SHAPE(6, 4));
     for (size_t b = 0; b < 2; b++)
         for (size_t i = 0; i < 3; i++)
             for (size_t j = 0; j < 4; j++) {
@@ -554,10 +465,10 @@ Test(forward, axis_reductions_and_their_shapes)
     ag_tape *t = ag_tape_new();
     ag_tensor *s = ag_sum_axis(t, x, 1, true), *m = ag_mean_axis(t, x, -1, false);
     ag_tensor *mx = ag_max_axis(t, x, 0, false), *all = ag_sum(t, x), *avg = ag_mean(t, x);
-    assert_shape(s, AG_SHAPE(2, 1, 4));
-    assert_shape(m, AG_SHAPE(2, 3));
-    assert_shape(mx, AG_SHAPE(3, 4));
-    assert_shape(all, NULL, 0);
+    ot_assert_shape(s, AG_SHAPE(2, 1, 4));
+    ot_assert_shape(m, AG_SHAPE(2, 3));
+    ot_assert_shape(mx, AG_SHAPE(3, 4));
+    ot_assert_shape(all, NULL, 0);
     double ws[8] = {0}, wm[6] = {0}, wmx[12], total = 0;
     for (size_t j = 0; j < 12; j++)
         wmx[j] = -INFINITY;
@@ -570,12 +481,12 @@ Test(forward, axis_reductions_and_their_shapes)
                 wmx[i * 4 + j] = fmax(wmx[i * 4 + j], v);
                 total += v;
             }
-    assert_values(s, ws, 8, 1e-14);
-    assert_values(m, wm, 6, 1e-14);
-    assert_values(mx, wmx, 12, 0);
-    assert_values(all, &total, 1, 1e-14);
+    ot_assert_values(s, ws, 8, 1e-14);
+    ot_assert_values(m, wm, 6, 1e-14);
+    ot_assert_values(mx, wmx, 12, 0);
+    ot_assert_values(all, &total, 1, 1e-14);
     double mean = total / 24;
-    assert_values(avg, &mean, 1, 1e-14);
+    ot_assert_values(avg, &mean, 1, 1e-14);
     ag_tape_free(t);
     ag_tensor_free(x);
 }
@@ -598,8 +509,8 @@ Test(forward, softmax_and_log_softmax_along_middle_axis)
                 wl[e] = X[e] - log(z);
             }
         }
-    assert_values(sm, ws, 24, 1e-14);
-    assert_values(ls, wl, 24, 1e-14);
+    ot_assert_values(sm, ws, 24, 1e-14);
+    ot_assert_values(ls, wl, 24, 1e-14);
     ag_tape_free(t);
     ag_tensor_free(x);
 }
@@ -617,10 +528,10 @@ Test(forward, losses_match_their_formulas)
         bcel -= (Y[i] * log(p) + (1 - Y[i]) * log(1 - p)) / 12;
     }
     ag_tape *t = ag_tape_new();
-    assert_values(ag_mse(t, a, y), &mse, 1, 1e-14);
-    assert_values(ag_quadratic_cost(t, a, y), &quad, 1, 1e-14);
-    assert_values(ag_bce(t, a, y), &bce, 1, 1e-14);
-    assert_values(ag_bce_with_logits(t, z, y), &bcel, 1, 1e-13);
+    ot_assert_values(ag_mse(t, a, y), &mse, 1, 1e-14);
+    ot_assert_values(ag_quadratic_cost(t, a, y), &quad, 1, 1e-14);
+    ot_assert_values(ag_bce(t, a, y), &bce, 1, 1e-14);
+    ot_assert_values(ag_bce_with_logits(t, z, y), &bcel, 1, 1e-13);
     ag_tape_free(t);
     ag_tensor_free(a);
     ag_tensor_free(y);
@@ -638,11 +549,11 @@ Test(forward, cross_entropy_with_classes_in_either_dtype)
             s += exp(Z[r * 4 + j]);
         want += (log(s) - Z[r * 4 + (size_t)cls[r]]) / 3;
     }
-    ag_tensor *c64 = from(AG_F64, AG_SHAPE(3), cls), *c32 = from(AG_F32, AG_SHAPE(3), cls);
+    ag_tensor *c64 = ot_from(AG_F64, AG_SHAPE(3), cls), *c32 = ot_from(AG_F32, AG_SHAPE(3), cls);
     ag_tape *t = ag_tape_new();
-    assert_values(ag_cross_entropy(t, z, c64), &want, 1, 1e-14);
-    assert_values(ag_cross_entropy(t, z, c32), &want, 1, 1e-14);
-    assert_values(ag_cross_entropy(t, ag_cast(t, z, AG_F32), c64), &want, 1, 1e-5);
+    ot_assert_values(ag_cross_entropy(t, z, c64), &want, 1, 1e-14);
+    ot_assert_values(ag_cross_entropy(t, z, c32), &want, 1, 1e-14);
+    ot_assert_values(ag_cross_entropy(t, ag_cast(t, z, AG_F32), c64), &want, 1, 1e-5);
     ag_tape_free(t);
     ag_tensor_free(z);
     ag_tensor_free(c64);
@@ -651,11 +562,11 @@ Test(forward, cross_entropy_with_classes_in_either_dtype)
 
 Test(forward, max_axis_gradient_goes_to_first_maximum_on_ties)
 {
-    ag_tensor *x = from(AG_F64, AG_SHAPE(2, 3), (double[]){1, 3, 3, 2, 2, 0});
+    ag_tensor *x = ot_from(AG_F64, AG_SHAPE(2, 3), (double[]){1, 3, 3, 2, 2, 0});
     ag_set_requires_grad(x, true);
     ag_tape *t = ag_tape_new();
     ag_tensor *m = ag_max_axis(t, x, 1, false);
-    assert_values(m, (double[]){3, 2}, 2, 0);
+    ot_assert_values(m, (double[]){3, 2}, 2, 0);
     cr_assert_eq(ag_backward(t, ag_sum(t, m)), AG_OK);
     const double want[6] = {0, 1, 0, 1, 0, 0};
     for (size_t i = 0; i < 6; i++)
@@ -675,13 +586,6 @@ static ag_tape *run(ag_tensor *(*f)(ag_tape *, ag_tensor *, int), ag_tensor *x, 
     return t;
 }
 
-static ag_tensor *leaf(ag_dtype dt, const size_t *shape, size_t rank, const double *v)
-{
-    ag_tensor *x = from(dt, shape, rank, v);
-    ag_set_requires_grad(x, true);
-    return x;
-}
-
 static void assert_finite_grad(const ag_tensor *x)
 {
     for (size_t i = 0; i < ag_tensor_numel(x); i++)
@@ -692,11 +596,11 @@ Test(stability, softmax_of_1000_and_0)
 {
     for (int d = 0; d < 2; d++) {
         ag_dtype dt = d ? AG_F32 : AG_F64;
-        ag_tensor *x = leaf(dt, AG_SHAPE(2, 2), (double[]){1000, 0, 1000, 999}), *y;
+        ag_tensor *x = ot_leaf(dt, AG_SHAPE(2, 2), (double[]){1000, 0, 1000, 999}), *y;
         ag_tape *t = run(ag_softmax, x, 1, &y);
         double s1 = 1 / (1 + exp(-1.0)); /* softmax([1000, 999]) = softmax([1, 0]) */
-        assert_values(y, (double[]){1, 0, s1, 1 - s1}, 4, dt == AG_F32 ? 1e-6 : 1e-15);
-        ag_tensor *seed = from(dt, AG_SHAPE(2, 2), (double[]){1, -1, 1, -1});
+        ot_assert_values(y, (double[]){1, 0, s1, 1 - s1}, 4, dt == AG_F32 ? 1e-6 : 1e-15);
+        ag_tensor *seed = ot_from(dt, AG_SHAPE(2, 2), (double[]){1, -1, 1, -1});
         cr_assert_eq(ag_backward_seed(t, y, seed), AG_OK);
         assert_finite_grad(x);
         /* d/dx (y0 - y1) = 2 y0 y1 (1, -1) */
@@ -713,9 +617,9 @@ Test(stability, log_softmax_of_1000_and_minus_1000)
 {
     for (int d = 0; d < 2; d++) {
         ag_dtype dt = d ? AG_F32 : AG_F64;
-        ag_tensor *x = leaf(dt, AG_SHAPE(2), (double[]){1000, -1000}), *y;
+        ag_tensor *x = ot_leaf(dt, AG_SHAPE(2), (double[]){1000, -1000}), *y;
         ag_tape *t = run(ag_log_softmax, x, 0, &y);
-        assert_values(y, (double[]){0, -2000}, 2, 0);
+        ot_assert_values(y, (double[]){0, -2000}, 2, 0);
         cr_assert_eq(ag_backward(t, ag_sum(t, y)), AG_OK);
         /* d/dx Σ log_softmax = 1 - 2 softmax = (-1, 1) */
         cr_assert_eq(ag_get_grad(x, 0), -1.0);
@@ -739,7 +643,7 @@ static ag_tensor *unary_as_axis_fn_softplus(ag_tape *t, ag_tensor *x, int axis)
 
 Test(stability, sigmoid_of_plus_minus_1000_and_40)
 {
-    ag_tensor *x = leaf(AG_F64, AG_SHAPE(4), (double[]){1000, -1000, -40, 40}), *y;
+    ag_tensor *x = ot_leaf(AG_F64, AG_SHAPE(4), (double[]){1000, -1000, -40, 40}), *y;
     ag_tape *t = run(unary_as_axis_fn_sigmoid, x, 0, &y);
     cr_assert_eq(ag_get(y, 0), 1.0);
     cr_assert_eq(ag_get(y, 1), 0.0);
@@ -757,7 +661,7 @@ Test(stability, sigmoid_of_plus_minus_1000_and_40)
 
 Test(stability, softplus_of_plus_minus_1000_and_30)
 {
-    ag_tensor *x = leaf(AG_F64, AG_SHAPE(4), (double[]){1000, -1000, -30, 30}), *y;
+    ag_tensor *x = ot_leaf(AG_F64, AG_SHAPE(4), (double[]){1000, -1000, -30, 30}), *y;
     ag_tape *t = run(unary_as_axis_fn_softplus, x, 0, &y);
     cr_assert_eq(ag_get(y, 0), 1000.0);
     cr_assert(ag_get(y, 1) >= 0 && ag_get(y, 1) <= 1e-300, "softplus(-1000) = %g", ag_get(y, 1));
@@ -775,7 +679,7 @@ Test(stability, softplus_of_plus_minus_1000_and_30)
 
 Test(stability, softplus_f32_stays_finite)
 {
-    ag_tensor *x = leaf(AG_F32, AG_SHAPE(2), (double[]){1000, -1000}), *y;
+    ag_tensor *x = ot_leaf(AG_F32, AG_SHAPE(2), (double[]){1000, -1000}), *y;
     ag_tape *t = run(unary_as_axis_fn_softplus, x, 0, &y);
     cr_assert_eq(ag_get(y, 0), 1000.0);
     cr_assert_eq(ag_get(y, 1), 0.0);
@@ -787,8 +691,8 @@ Test(stability, softplus_f32_stays_finite)
 
 Test(stability, bce_with_logits_at_plus_minus_1000)
 {
-    ag_tensor *z = leaf(AG_F64, AG_SHAPE(4), (double[]){1000, -1000, 1000, -1000});
-    ag_tensor *y = leaf(AG_F64, AG_SHAPE(4), (double[]){1, 1, 0, 0});
+    ag_tensor *z = ot_leaf(AG_F64, AG_SHAPE(4), (double[]){1000, -1000, 1000, -1000});
+    ag_tensor *y = ot_leaf(AG_F64, AG_SHAPE(4), (double[]){1, 1, 0, 0});
     ag_tape *t = ag_tape_new();
     ag_tensor *L = ag_bce_with_logits(t, z, y);
     /* per element: 0, 1000, 1000, 0 */
@@ -807,8 +711,8 @@ Test(stability, bce_with_logits_at_plus_minus_1000)
 
 Test(stability, cross_entropy_at_plus_minus_1000)
 {
-    ag_tensor *z = leaf(AG_F64, AG_SHAPE(2, 3), (double[]){1000, 0, -1000, 0, 1000, 0});
-    ag_tensor *c = from(AG_F64, AG_SHAPE(2), (double[]){0, 0});
+    ag_tensor *z = ot_leaf(AG_F64, AG_SHAPE(2, 3), (double[]){1000, 0, -1000, 0, 1000, 0});
+    ag_tensor *c = ot_from(AG_F64, AG_SHAPE(2), (double[]){0, 0});
     ag_tape *t = ag_tape_new();
     ag_tensor *L = ag_cross_entropy(t, z, c);
     /* row 0: lse = 1000, loss 0; row 1: lse = 1000, loss 1000 */
@@ -825,7 +729,8 @@ Test(stability, cross_entropy_at_plus_minus_1000)
 
 Test(stability, bce_at_exact_zero_and_one_is_clamped)
 {
-    ag_tensor *p = leaf(AG_F64, AG_SHAPE(2), (double[]){0, 1}), *y = leaf(AG_F64, AG_SHAPE(2), (double[]){1, 0});
+    ag_tensor *p = ot_leaf(AG_F64, AG_SHAPE(2), (double[]){0, 1});
+    ag_tensor *y = ot_leaf(AG_F64, AG_SHAPE(2), (double[]){1, 0});
     ag_tape *t = ag_tape_new();
     ag_tensor *L = ag_bce(t, p, y);
     cr_assert_eq(ag_item(L), 100.0, "ln clamped at -100: loss %g", ag_item(L));
@@ -839,44 +744,10 @@ Test(stability, bce_at_exact_zero_and_one_is_clamped)
 
 /* ------------------------------------------------------------ reference cases */
 
-static ref_file load_reference(void)
-{
-    FILE *f = fopen(TEST_DATA_DIR "/ops.txt", "rb");
-    cr_assert_not_null(f, "cannot open %s", TEST_DATA_DIR "/ops.txt");
-    size_t cap = 1 << 20, len = 0;
-    char *text = malloc(cap);
-    cr_assert_not_null(text);
-    size_t got;
-    while ((got = fread(text + len, 1, cap - len, f)) > 0) {
-        len += got;
-        if (len == cap) {
-            text = realloc(text, cap *= 2);
-            cr_assert_not_null(text);
-        }
-    }
-    fclose(f);
-    ref_file file;
-    char err[256];
-    bool ok = ref_parse(text, len, &file, err, sizeof err);
-    free(text);
-    cr_assert(ok, "ops.txt: %s", err);
-    return file;
-}
-
 static void run_reference(ag_dtype dt, double tol)
 {
-    ref_file file = load_reference();
-    cr_assert_geq(file.n, 100, "only %zu cases", file.n);
-    size_t failed = 0;
-    for (size_t i = 0; i < file.n; i++) {
-        ref_result r = ref_run(&file.cases[i], dt, tol);
-        failed += !r.passed;
-        cr_expect(r.passed, "%s (%s): %s: got %.17g want %.17g", file.cases[i].name, ag_dtype_name(dt),
-                  r.what, r.got, r.want);
-    }
-    size_t n = file.n;
-    ref_free(&file);
-    cr_assert_eq(failed, 0, "%zu of %zu reference cases failed", failed, n);
+    size_t ran = ot_run_reference(TEST_DATA_DIR "/ops.txt", NULL, 0, false, dt, tol);
+    cr_assert_geq(ran, 100, "only %zu cases", ran);
 }
 
 Test(reference, every_case_in_f64) { run_reference(AG_F64, 1e-9); }

@@ -11,11 +11,7 @@
 #include <string.h>
 
 #include "autograd.h"
-#include "refcase.h"
-
-#define EPS 1e-6
-#define ATOL 1e-6
-#define RTOL 1e-6
+#include "optest.h"
 
 static ag_rng rng;
 
@@ -31,96 +27,18 @@ TestSuite(math_reference);
 
 /* ------------------------------------------------------------ helpers */
 
-static ag_tensor *uniform(double lo, double hi, const size_t *shape, size_t rank)
-{
-    ag_tensor *x = ag_rand_uniform(AG_F64, shape, rank, lo, hi, &rng);
-    cr_assert_not_null(x);
-    return x;
-}
-#define U(lo, hi, ...) uniform(lo, hi, AG_SHAPE(__VA_ARGS__))
-
-/* Uniform with |x| in [gap, gap + 1): clear of the kink or pole at 0. */
-static ag_tensor *away_from_zero(double gap, const size_t *shape, size_t rank)
-{
-    ag_tensor *x = uniform(-1, 1, shape, rank);
-    double *d = ag_data(x);
-    for (size_t i = 0; i < ag_tensor_numel(x); i++)
-        d[i] += d[i] < 0 ? -gap : gap;
-    return x;
-}
+/* An f64 tensor uniform in [lo, hi) of the given dimensions. */
+#define U(lo, hi, ...) ot_uniform(&rng, AG_F64, AG_SHAPE(__VA_ARGS__), lo, hi, false)
 
 /* Multiples of 0.1 in [-1, 1] plus offset: two such tensors with offsets
  * 0.03 and 0.08 differ by at least 0.05 everywhere (no ties for max/min). */
 static ag_tensor *grid(double offset, const size_t *shape, size_t rank)
 {
-    ag_tensor *x = uniform(0, 1, shape, rank);
+    ag_tensor *x = ot_uniform(&rng, AG_F64, shape, rank, 0, 1, false);
     double *d = ag_data(x);
     for (size_t i = 0; i < ag_tensor_numel(x); i++)
         d[i] = (double)((long)ag_rng_below(&rng, 21) - 10) * 0.1 + offset;
     return x;
-}
-
-static ag_tensor *from(ag_dtype dt, const size_t *shape, size_t rank, const double *v)
-{
-    ag_tensor *x = ag_zeros(dt, shape, rank);
-    cr_assert_not_null(x);
-    for (size_t i = 0; i < ag_tensor_numel(x); i++) {
-        if (dt == AG_F32)
-            ((float *)ag_data(x))[i] = (float)v[i];
-        else
-            ((double *)ag_data(x))[i] = v[i];
-    }
-    return x;
-}
-
-static ag_tensor *leaf(ag_dtype dt, const size_t *shape, size_t rank, const double *v)
-{
-    ag_tensor *x = from(dt, shape, rank, v);
-    cr_assert_eq(ag_set_requires_grad(x, true), AG_OK);
-    return x;
-}
-
-/* fn, then every input used again: Σ y² + Σ_i Σ x_i². The later uses are
- * backpropagated first, so a backward that assigns (=) instead of adding
- * (+=) into its input's gradient loses theirs. */
-typedef struct {
-    ag_fn fn;
-    void *ctx;
-    size_t n;
-} fan_out;
-
-static ag_tensor *fan_out_fn(ag_tape *t, ag_tensor *const *x, void *ctx)
-{
-    const fan_out *f = ctx;
-    ag_tensor *y = f->fn(t, x, f->ctx);
-    ag_tensor *s = ag_sum(t, ag_mul(t, y, y));
-    for (size_t i = 0; i < f->n; i++)
-        s = ag_add(t, s, ag_sum(t, ag_mul(t, x[i], x[i])));
-    return s;
-}
-
-static void gradcheck_ok(const char *what, ag_fn fn, void *ctx, size_t n, ag_tensor *const *in)
-{
-    size_t numel = 0;
-    for (size_t i = 0; i < n; i++)
-        numel += ag_tensor_numel(in[i]);
-    ag_gradcheck_report rep;
-    ag_status s = ag_gradcheck(fn, ctx, n, in, EPS, ATOL, RTOL, &rep);
-    cr_assert_eq(s, AG_OK, "%s: gradcheck returned %s (%s)", what, ag_status_string(s), rep.message);
-    cr_assert(rep.passed, "%s: input %zu element %zu: numeric %.12g analytic %.12g", what,
-              rep.worst_input, rep.worst_index, rep.numeric, rep.analytic);
-    cr_assert_eq(rep.checked, numel, "%s: checked %zu of %zu", what, rep.checked, numel);
-}
-
-/* Gradchecks fn on its inputs, alone and with fan-out; frees them. */
-static void check_and_free(const char *what, ag_fn fn, void *ctx, size_t n, ag_tensor **in)
-{
-    gradcheck_ok(what, fn, ctx, n, in);
-    char fanned[160];
-    snprintf(fanned, sizeof fanned, "%s, with its inputs used again", what);
-    gradcheck_ok(fanned, fan_out_fn, &(fan_out){fn, ctx, n}, n, in);
-    for (size_t i = 0; i < n; i++)
-        ag_tensor_free(in[i]);
 }
 
 typedef ag_tensor *(*unop)(ag_tape *, ag_tensor *);
@@ -160,7 +78,7 @@ static ag_tensor *apply_where_self(ag_tape *t, ag_tensor *const *x, void *ctx)
 static void check_unary(const char *name, unop f, ag_tensor *x)
 {
     op_args args = {.f1 = f};
-    check_and_free(name, apply1, &args, 1, &x);
+    ot_check_and_free(name, apply1, &args, 1, &x);
 }
 
 #define R3 2, 3, 4 /* the rank-3 shape every unary op is checked on */
@@ -187,7 +105,7 @@ Test(math_gradcheck, hyperbolic_and_exponential)
 Test(math_gradcheck, powers)
 {
     check_unary("square", ag_square, U(-2, 2, R3));
-    check_unary("reciprocal", ag_reciprocal, away_from_zero(0.3, AG_SHAPE(R3)));
+    check_unary("reciprocal", ag_reciprocal, ot_away_from_zero(&rng, 0.3, AG_SHAPE(R3)));
     check_unary("rsqrt", ag_rsqrt, U(0.3, 3, R3));
 }
 
@@ -198,8 +116,8 @@ Test(math_gradcheck, activations)
     const double alphas[] = {1, 0.5, 2, -0.3};
     for (size_t i = 0; i < 4; i++) {
         op_args a = {.fp = ag_elu, .p = alphas[i]};
-        ag_tensor *x = away_from_zero(0.05, AG_SHAPE(R3));
-        check_and_free("elu", apply_p, &a, 1, &x);
+        ag_tensor *x = ot_away_from_zero(&rng, 0.05, AG_SHAPE(R3));
+        ot_check_and_free("elu", apply_p, &a, 1, &x);
     }
 }
 
@@ -207,13 +125,13 @@ Test(math_gradcheck, unary_on_scalars)
 {
     const unop ops[] = {ag_sin, ag_cos, ag_atan, ag_sinh, ag_erf, ag_gelu, ag_silu, ag_square};
     for (size_t i = 0; i < sizeof ops / sizeof ops[0]; i++)
-        check_unary("unary on a scalar", ops[i], uniform(-1, 1, NULL, 0));
+        check_unary("unary on a scalar", ops[i], ot_uniform(&rng, AG_F64, NULL, 0, -1, 1, false));
 }
 
 /* x clear of both bounds by 0.05, so the finite differences see no kink */
 static ag_tensor *clear_of(double lo, double hi, const size_t *shape, size_t rank)
 {
-    ag_tensor *x = uniform(-2, 2, shape, rank);
+    ag_tensor *x = ot_uniform(&rng, AG_F64, shape, rank, -2, 2, false);
     double *d = ag_data(x);
     for (size_t i = 0; i < ag_tensor_numel(x); i++) {
         if (fabs(d[i] - lo) < 0.05)
@@ -230,7 +148,7 @@ Test(math_gradcheck, clamp_two_and_one_sided)
     for (size_t i = 0; i < 4; i++) {
         op_args a = {.lo = bounds[i][0], .hi = bounds[i][1]};
         ag_tensor *x = clear_of(a.lo, a.hi, AG_SHAPE(R3));
-        check_and_free("clamp", apply_clamp, &a, 1, &x);
+        ot_check_and_free("clamp", apply_clamp, &a, 1, &x);
     }
 }
 
@@ -259,15 +177,15 @@ static void check_binops(const size_t *sa, size_t ra, const size_t *sb, size_t r
                 in[1] = grid(0.08, s1, r1);
                 break;
             case 2:
-                in[0] = uniform(-2, 2, s0, r0);
-                in[1] = away_from_zero(0.3, s1, r1);
+                in[0] = ot_uniform(&rng, AG_F64, s0, r0, -2, 2, false);
+                in[1] = ot_away_from_zero(&rng, 0.3, s1, r1);
                 break;
             default:
-                in[0] = uniform(0.5, 2, s0, r0);
-                in[1] = uniform(-2, 2, s1, r1);
+                in[0] = ot_uniform(&rng, AG_F64, s0, r0, 0.5, 2, false);
+                in[1] = ot_uniform(&rng, AG_F64, s1, r1, -2, 2, false);
             }
             op_args args = {.f2 = binops[k].f};
-            check_and_free(binops[k].name, apply2, &args, 2, in);
+            ot_check_and_free(binops[k].name, apply2, &args, 2, in);
         }
     }
 }
@@ -321,7 +239,8 @@ static void check_where(ag_dtype cond_dt, const size_t *sc, size_t rc, const siz
                         const size_t *sb, size_t rb)
 {
     op_args args = {.cond = mask(cond_dt, sc, rc)};
-    ag_tensor *in[2] = {uniform(-1, 1, sa, ra), uniform(-1, 1, sb, rb)};
+    ag_tensor *in[2] = {ot_uniform(&rng, AG_F64, sa, ra, -1, 1, false),
+                        ot_uniform(&rng, AG_F64, sb, rb, -1, 1, false)};
     ag_tape *t = ag_tape_new();
     ag_tensor *y = ag_where(t, args.cond, in[0], in[1]);
     cr_assert_not_null(y, "%s", ag_tape_error(t));
@@ -330,7 +249,7 @@ static void check_where(ag_dtype cond_dt, const size_t *sc, size_t rc, const siz
         cr_assert_eq(ag_get(y, i), want, "where element %zu", i);
     }
     ag_tape_free(t);
-    check_and_free("where", apply_where, &args, 2, in);
+    ot_check_and_free("where", apply_where, &args, 2, in);
     ag_tensor_free(args.cond);
 }
 
@@ -364,7 +283,7 @@ Test(math_gradcheck, where_with_one_tensor_on_both_sides)
 {
     op_args args = {.cond = mask(AG_F64, AG_SHAPE(3, 4))};
     ag_tensor *x = U(-1, 1, 3, 4);
-    check_and_free("where(c, x, x)", apply_where_self, &args, 1, &x);
+    ot_check_and_free("where(c, x, x)", apply_where_self, &args, 1, &x);
     ag_tensor_free(args.cond);
 }
 
@@ -395,7 +314,7 @@ static const struct {
 Test(math_forward, unary_ops_match_libm_in_both_dtypes)
 {
     for (size_t k = 0; k < sizeof unaries / sizeof unaries[0]; k++) {
-        ag_tensor *x = uniform(unaries[k].lo, unaries[k].hi, AG_SHAPE(37));
+        ag_tensor *x = ot_uniform(&rng, AG_F64, AG_SHAPE(37), unaries[k].lo, unaries[k].hi, false);
         const double *X = ag_data(x);
         ag_tape *t = ag_tape_new();
         ag_tensor *y = unaries[k].f(t, x);
@@ -415,7 +334,7 @@ Test(math_forward, unary_ops_match_libm_in_both_dtypes)
 
 Test(math_forward, powers_elu_and_clamp)
 {
-    ag_tensor *x = away_from_zero(0.2, AG_SHAPE(29)), *p = U(0.2, 3, 29);
+    ag_tensor *x = ot_away_from_zero(&rng, 0.2, AG_SHAPE(29)), *p = U(0.2, 3, 29);
     const double *X = ag_data(x), *P = ag_data(p);
     ag_tape *t = ag_tape_new();
     ag_tensor *sq = ag_square(t, x), *rc = ag_reciprocal(t, x), *rs = ag_rsqrt(t, p);
@@ -456,7 +375,7 @@ Test(math_forward, binary_ops_broadcast)
 
 Test(math_forward, where_picks_and_broadcasts)
 {
-    ag_tensor *c = from(AG_F64, AG_SHAPE(2, 1, 3), (double[]){1, 0, -3, 0, 0.5, 0});
+    ag_tensor *c = ot_from(AG_F64, AG_SHAPE(2, 1, 3), (double[]){1, 0, -3, 0, 0.5, 0});
     ag_tensor *a = U(-1, 1, 4, 3), *b = U(-1, 1, 4, 1);
     const double *C = ag_data(c), *A = ag_data(a), *B = ag_data(b);
     ag_tape *t = ag_tape_new();
@@ -489,8 +408,8 @@ static ag_tape *backward_sum(ag_tensor *y, ag_tape *t)
 Test(math_edges, maximum_and_minimum_split_ties_in_half)
 {
     for (int o = 0; o < 2; o++) {
-        ag_tensor *a = leaf(AG_F64, AG_SHAPE(3), (double[]){1, 2, 3});
-        ag_tensor *b = leaf(AG_F64, AG_SHAPE(3), (double[]){0, 2, 4});
+        ag_tensor *a = ot_leaf(AG_F64, AG_SHAPE(3), (double[]){1, 2, 3});
+        ag_tensor *b = ot_leaf(AG_F64, AG_SHAPE(3), (double[]){0, 2, 4});
         ag_tape *t = ag_tape_new();
         backward_sum(o ? ag_minimum(t, a, b) : ag_maximum(t, a, b), t);
         const double want_a[2][3] = {{1, 0.5, 0}, {0, 0.5, 1}};
@@ -506,7 +425,7 @@ Test(math_edges, maximum_and_minimum_split_ties_in_half)
 
 Test(math_edges, maximum_of_a_tensor_with_itself_passes_the_whole_gradient)
 {
-    ag_tensor *x = leaf(AG_F64, AG_SHAPE(2), (double[]){-1, 5});
+    ag_tensor *x = ot_leaf(AG_F64, AG_SHAPE(2), (double[]){-1, 5});
     ag_tape *t = ag_tape_new();
     backward_sum(ag_maximum(t, x, x), t);
     cr_assert_eq(ag_get_grad(x, 0), 1);
@@ -517,8 +436,8 @@ Test(math_edges, maximum_of_a_tensor_with_itself_passes_the_whole_gradient)
 
 Test(math_edges, maximum_and_minimum_propagate_nan)
 {
-    ag_tensor *a = from(AG_F64, AG_SHAPE(3), (double[]){NAN, 1, NAN});
-    ag_tensor *b = from(AG_F64, AG_SHAPE(3), (double[]){1, NAN, NAN});
+    ag_tensor *a = ot_from(AG_F64, AG_SHAPE(3), (double[]){NAN, 1, NAN});
+    ag_tensor *b = ot_from(AG_F64, AG_SHAPE(3), (double[]){1, NAN, NAN});
     ag_tape *t = ag_tape_new();
     ag_tensor *mx = ag_maximum(t, a, b), *mn = ag_minimum(t, a, b);
     for (size_t i = 0; i < 3; i++) {
@@ -532,7 +451,7 @@ Test(math_edges, maximum_and_minimum_propagate_nan)
 
 Test(math_edges, clamp_gradient_is_zero_at_the_bounds_and_outside)
 {
-    ag_tensor *x = leaf(AG_F64, AG_SHAPE(6), (double[]){-2, -1, -0.5, 0.5, 1, 3});
+    ag_tensor *x = ot_leaf(AG_F64, AG_SHAPE(6), (double[]){-2, -1, -0.5, 0.5, 1, 3});
     ag_tape *t = ag_tape_new();
     ag_tensor *y = ag_clamp(t, x, -1, 1);
     const double want_y[6] = {-1, -1, -0.5, 0.5, 1, 1}, want_g[6] = {0, 0, 1, 1, 0, 0};
@@ -547,7 +466,7 @@ Test(math_edges, clamp_gradient_is_zero_at_the_bounds_and_outside)
 
 Test(math_edges, clamp_keeps_nan_and_allows_equal_bounds)
 {
-    ag_tensor *x = from(AG_F32, AG_SHAPE(3), (double[]){NAN, -5, 5});
+    ag_tensor *x = ot_from(AG_F32, AG_SHAPE(3), (double[]){NAN, -5, 5});
     ag_tape *t = ag_tape_new();
     ag_tensor *y = ag_clamp(t, x, 0, 1), *z = ag_clamp(t, x, 2, 2);
     cr_assert_not_null(z, "%s", ag_tape_error(t));
@@ -564,8 +483,8 @@ Test(math_edges, pow_tensor_at_a_zero_base_as_pytorch)
 {
     /* 0^2: d/da = 2·0 = 0, d/db = 0 (not 0·ln 0 = NaN); 0^0 = 1: both 0;
      * 4^0.5: d/da = 0.25, d/db = 2 ln 4 */
-    ag_tensor *a = leaf(AG_F64, AG_SHAPE(3), (double[]){0, 0, 4});
-    ag_tensor *b = leaf(AG_F64, AG_SHAPE(3), (double[]){2, 0, 0.5});
+    ag_tensor *a = ot_leaf(AG_F64, AG_SHAPE(3), (double[]){0, 0, 4});
+    ag_tensor *b = ot_leaf(AG_F64, AG_SHAPE(3), (double[]){2, 0, 0.5});
     ag_tape *t = ag_tape_new();
     ag_tensor *y = ag_pow_tensor(t, a, b);
     cr_assert_eq(ag_get(y, 0), 0);
@@ -586,9 +505,9 @@ Test(math_edges, where_sums_gradients_over_broadcast_axes)
 {
     /* cond [2,3], a [3], b scalar: a's element j takes the g of each row
      * where cond is true; b takes every other g */
-    ag_tensor *c = from(AG_F64, AG_SHAPE(2, 3), (double[]){1, 0, 1, 1, 1, 0});
-    ag_tensor *a = leaf(AG_F64, AG_SHAPE(3), (double[]){1, 2, 3}), *b = leaf(AG_F64, NULL, 0, (double[]){9});
-    ag_tensor *w = from(AG_F64, AG_SHAPE(2, 3), (double[]){1, 10, 100, 1000, 1e4, 1e5});
+    ag_tensor *c = ot_from(AG_F64, AG_SHAPE(2, 3), (double[]){1, 0, 1, 1, 1, 0});
+    ag_tensor *a = ot_leaf(AG_F64, AG_SHAPE(3), (double[]){1, 2, 3}), *b = ot_leaf(AG_F64, NULL, 0, (double[]){9});
+    ag_tensor *w = ot_from(AG_F64, AG_SHAPE(2, 3), (double[]){1, 10, 100, 1000, 1e4, 1e5});
     ag_tape *t = ag_tape_new();
     backward_sum(ag_mul(t, ag_where(t, c, a, b), w), t);
     cr_assert_eq(ag_get_grad(a, 0), 1001);
@@ -604,9 +523,9 @@ Test(math_edges, where_sums_gradients_over_broadcast_axes)
 
 Test(math_edges, where_nan_condition_is_true_and_condition_takes_no_gradient)
 {
-    ag_tensor *c = leaf(AG_F32, AG_SHAPE(3), (double[]){NAN, 0, 2});
-    ag_tensor *a = leaf(AG_F64, AG_SHAPE(3), (double[]){1, 2, 3});
-    ag_tensor *b = leaf(AG_F64, AG_SHAPE(3), (double[]){-1, -2, -3});
+    ag_tensor *c = ot_leaf(AG_F32, AG_SHAPE(3), (double[]){NAN, 0, 2});
+    ag_tensor *a = ot_leaf(AG_F64, AG_SHAPE(3), (double[]){1, 2, 3});
+    ag_tensor *b = ot_leaf(AG_F64, AG_SHAPE(3), (double[]){-1, -2, -3});
     ag_tape *t = ag_tape_new();
     ag_tensor *y = ag_where(t, c, a, b);
     cr_assert_not_null(y, "%s", ag_tape_error(t));
@@ -628,8 +547,8 @@ Test(math_edges, where_nan_condition_is_true_and_condition_takes_no_gradient)
 
 Test(math_edges, where_in_f32_with_an_f64_condition)
 {
-    ag_tensor *c = from(AG_F64, AG_SHAPE(2, 1), (double[]){0, 1});
-    ag_tensor *a = leaf(AG_F32, AG_SHAPE(3), (double[]){1, 2, 3}), *b = leaf(AG_F32, NULL, 0, (double[]){-1});
+    ag_tensor *c = ot_from(AG_F64, AG_SHAPE(2, 1), (double[]){0, 1});
+    ag_tensor *a = ot_leaf(AG_F32, AG_SHAPE(3), (double[]){1, 2, 3}), *b = ot_leaf(AG_F32, NULL, 0, (double[]){-1});
     ag_tape *t = ag_tape_new();
     ag_tensor *y = ag_where(t, c, a, b);
     cr_assert_not_null(y, "%s", ag_tape_error(t));
@@ -649,8 +568,8 @@ Test(math_edges, where_in_f32_with_an_f64_condition)
 
 Test(math_edges, empty_tensors)
 {
-    ag_tensor *x = leaf(AG_F64, AG_SHAPE(0, 3), NULL), *r = leaf(AG_F64, AG_SHAPE(3), (double[]){1, 2, 3});
-    ag_tensor *c = from(AG_F64, AG_SHAPE(0, 1), NULL);
+    ag_tensor *x = ot_leaf(AG_F64, AG_SHAPE(0, 3), NULL), *r = ot_leaf(AG_F64, AG_SHAPE(3), (double[]){1, 2, 3});
+    ag_tensor *c = ot_from(AG_F64, AG_SHAPE(0, 1), NULL);
     ag_tape *t = ag_tape_new();
     ag_tensor *ys[] = {ag_sin(t, x), ag_gelu(t, x), ag_clamp(t, x, 0, 1), ag_maximum(t, x, r),
                        ag_pow_tensor(t, r, x), ag_where(t, c, r, r), ag_where(t, r, x, r)};
@@ -680,7 +599,7 @@ Test(math_edges, empty_tensors)
 static void check_values(unop f, const char *name, ag_dtype dt, size_t n, const double *x,
                          const double *want_y, const double *want_g, double tol)
 {
-    ag_tensor *in = leaf(dt, AG_SHAPE(n), x);
+    ag_tensor *in = ot_leaf(dt, AG_SHAPE(n), x);
     ag_tape *t = ag_tape_new();
     ag_tensor *y = f(t, in);
     backward_sum(y, t);
@@ -725,7 +644,7 @@ Test(math_stability, gelu_keeps_the_lower_tail)
     check_values(ag_gelu, "gelu", AG_F64, 2, (double[]){-30, -10},
                  (double[]){-1.4720141781446293e-196, -10 * 7.619853024160593e-24},
                  (double[]){NAN, NAN}, 1e-12);
-    ag_tensor *x = from(AG_F64, AG_SHAPE(1), (double[]){-30});
+    ag_tensor *x = ot_from(AG_F64, AG_SHAPE(1), (double[]){-30});
     ag_tape *t = ag_tape_new();
     cr_assert_neq(ag_get(ag_gelu(t, x), 0), 0);
     ag_tape_free(t);
@@ -897,55 +816,10 @@ static const char *const my_ops[] = {
 };
 #define N_MY_OPS (sizeof my_ops / sizeof my_ops[0])
 
-static ref_file load_more(void)
-{
-    FILE *f = fopen(TEST_DATA_DIR "/ops-more.txt", "rb");
-    cr_assert_not_null(f, "cannot open %s", TEST_DATA_DIR "/ops-more.txt");
-    size_t cap = 1 << 22;
-    char *text = malloc(cap);
-    cr_assert_not_null(text);
-    size_t len = fread(text, 1, cap, f);
-    fclose(f);
-    cr_assert_lt(len, cap, "ops-more.txt is larger than this test reads");
-    ref_file file;
-    char err[256];
-    bool ok = ref_parse(text, len, &file, err, sizeof err);
-    free(text);
-    cr_assert(ok, "ops-more.txt: %s", err);
-    return file;
-}
-
-/* The index in my_ops of the op a case exercises, or -1. */
-static int case_op(const ref_case *c)
-{
-    for (size_t k = 0; k < c->n; k++)
-        if (c->lines[k].kind == REF_STEP)
-            for (size_t i = 0; i < N_MY_OPS; i++)
-                if (strcmp(c->lines[k].op, my_ops[i]) == 0)
-                    return (int)i;
-    return -1;
-}
-
 static void run_reference(ag_dtype dt, double tol)
 {
-    ref_file file = load_more();
-    size_t per_op[N_MY_OPS] = {0}, failed = 0, ran = 0;
-    for (size_t i = 0; i < file.n; i++) {
-        int op = case_op(&file.cases[i]);
-        if (op < 0)
-            continue;
-        per_op[op]++;
-        ran++;
-        ref_result r = ref_run(&file.cases[i], dt, tol);
-        failed += !r.passed;
-        cr_expect(r.passed, "%s (%s): %s: got %.17g want %.17g", file.cases[i].name,
-                  ag_dtype_name(dt), r.what, r.got, r.want);
-    }
-    ref_free(&file);
-    for (size_t i = 0; i < N_MY_OPS; i++)
-        cr_expect_gt(per_op[i], 0, "%s has no reference case", my_ops[i]);
+    size_t ran = ot_run_reference(TEST_DATA_DIR "/ops-more.txt", my_ops, N_MY_OPS, true, dt, tol);
     cr_assert_geq(ran, 90, "only %zu cases", ran);
-    cr_assert_eq(failed, 0, "%zu of %zu reference cases failed", failed, ran);
 }
 
 Test(math_reference, every_case_in_f64) { run_reference(AG_F64, 1e-9); }

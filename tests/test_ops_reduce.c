@@ -13,11 +13,7 @@
 
 #include "alloc_suite.h"
 #include "autograd.h"
-#include "refcase.h"
-
-#define EPS 1e-6
-#define ATOL 1e-6
-#define RTOL 1e-6
+#include "optest.h"
 
 static ag_rng rng;
 
@@ -32,112 +28,14 @@ ALLOC_SUITE(oom_reduce)
 
 /* ------------------------------------------------------------ helpers */
 
-static ag_tensor *uniform(double lo, double hi, const size_t *shape, size_t rank)
-{
-    ag_tensor *x = ag_rand_uniform(AG_F64, shape, rank, lo, hi, &rng);
-    cr_assert_not_null(x);
-    return x;
-}
-#define U(lo, hi, ...) uniform(lo, hi, AG_SHAPE(__VA_ARGS__))
-
-static ag_tensor *from(ag_dtype dt, const size_t *shape, size_t rank, const double *v)
-{
-    ag_tensor *x = ag_zeros(dt, shape, rank);
-    cr_assert_not_null(x, "%s", ag_last_error());
-    for (size_t i = 0; i < ag_tensor_numel(x); i++) {
-        if (dt == AG_F32)
-            ((float *)ag_data(x))[i] = (float)v[i];
-        else
-            ((double *)ag_data(x))[i] = v[i];
-    }
-    return x;
-}
-
-static ag_tensor *leaf(ag_dtype dt, const size_t *shape, size_t rank, const double *v)
-{
-    ag_tensor *x = from(dt, shape, rank, v);
-    cr_assert_eq(ag_set_requires_grad(x, true), AG_OK);
-    return x;
-}
-
-static void assert_shape(const ag_tensor *y, const size_t *shape, size_t rank)
-{
-    cr_assert_not_null(y);
-    cr_assert_eq(ag_tensor_rank(y), rank, "rank %zu, want %zu", ag_tensor_rank(y), rank);
-    for (size_t d = 0; d < rank; d++)
-        cr_assert_eq(ag_tensor_shape(y)[d], shape[d], "dim %zu: %zu, want %zu", d, ag_tensor_shape(y)[d], shape[d]);
-}
-
-static void assert_values(const ag_tensor *y, const double *want, size_t n, double tol)
-{
-    cr_assert_not_null(y);
-    cr_assert_eq(ag_tensor_numel(y), n, "%zu elements, want %zu", ag_tensor_numel(y), n);
-    for (size_t i = 0; i < n; i++) {
-        double got = ag_get(y, i);
-        if (isnan(want[i]) || isinf(want[i]))
-            cr_assert(got == want[i] || (isnan(got) && isnan(want[i])), "[%zu] = %.17g, want %g", i, got, want[i]);
-        else
-            cr_assert(fabs(got - want[i]) <= tol * (1 + fabs(want[i])), "[%zu] = %.17g, want %.17g", i, got, want[i]);
-    }
-}
+/* An f64 tensor uniform in [lo, hi) of the given dimensions. */
+#define U(lo, hi, ...) ot_uniform(&rng, AG_F64, AG_SHAPE(__VA_ARGS__), lo, hi, false)
 
 static void assert_grads(const ag_tensor *x, const double *want, size_t n, double tol)
 {
     for (size_t i = 0; i < n; i++)
         cr_assert(fabs(ag_get_grad(x, i) - want[i]) <= tol * (1 + fabs(want[i])), "grad [%zu] = %.17g, want %.17g",
                   i, ag_get_grad(x, i), want[i]);
-}
-
-static void assert_error(ag_tape *t, ag_status s, const char *part1, const char *part2)
-{
-    cr_assert_eq(ag_tape_status(t), s, "status %s, want %s: \"%s\"", ag_status_string(ag_tape_status(t)),
-                 ag_status_string(s), ag_tape_error(t));
-    cr_assert(strstr(ag_tape_error(t), part1) != NULL, "\"%s\" lacks \"%s\"", ag_tape_error(t), part1);
-    if (part2)
-        cr_assert(strstr(ag_tape_error(t), part2) != NULL, "\"%s\" lacks \"%s\"", ag_tape_error(t), part2);
-}
-
-/* fn, then every input used again after it (Σ y² + Σ x²): those later uses
- * are backpropagated first, so a backward that assigns (=) instead of
- * adding (+=) loses their gradient. */
-typedef struct {
-    ag_fn fn;
-    void *ctx;
-    size_t n;
-} fan_out;
-
-static ag_tensor *fan_out_fn(ag_tape *t, ag_tensor *const *x, void *ctx)
-{
-    const fan_out *f = ctx;
-    ag_tensor *y = f->fn(t, x, f->ctx);
-    ag_tensor *s = ag_sum(t, ag_mul(t, y, y));
-    for (size_t i = 0; i < f->n; i++)
-        s = ag_add(t, s, ag_sum(t, ag_mul(t, x[i], x[i])));
-    return s;
-}
-
-static void gradcheck_ok(const char *what, ag_fn fn, void *ctx, size_t n, ag_tensor *const *in)
-{
-    size_t numel = 0;
-    for (size_t i = 0; i < n; i++)
-        numel += ag_tensor_numel(in[i]);
-    ag_gradcheck_report rep;
-    ag_status s = ag_gradcheck(fn, ctx, n, in, EPS, ATOL, RTOL, &rep);
-    cr_assert_eq(s, AG_OK, "%s: gradcheck returned %s: %s", what, ag_status_string(s), rep.message);
-    cr_assert(rep.passed, "%s: input %zu element %zu: numeric %.12g analytic %.12g", what, rep.worst_input,
-              rep.worst_index, rep.numeric, rep.analytic);
-    cr_assert_eq(rep.checked, numel, "%s: checked %zu of %zu", what, rep.checked, numel);
-}
-
-/* Gradchecks fn on its inputs, alone and with fan-out; frees them. */
-static void check_and_free(const char *what, ag_fn fn, void *ctx, size_t n, ag_tensor **in)
-{
-    gradcheck_ok(what, fn, ctx, n, in);
-    char fanned[160];
-    snprintf(fanned, sizeof fanned, "%s, with its inputs used again", what);
-    gradcheck_ok(fanned, fan_out_fn, &(fan_out){fn, ctx, n}, n, in);
-    for (size_t i = 0; i < n; i++)
-        ag_tensor_free(in[i]);
 }
 
 typedef struct {
@@ -174,12 +72,12 @@ static void check_axis_op(const char *name, ag_tensor *(*f)(ag_tape *, ag_tensor
             op_args a = {.fa = f, .axis = axes[i], .keep = keep};
             char what[64];
             snprintf(what, sizeof what, "%s axis %d keepdim %d", name, axes[i], keep);
-            check_and_free(what, apply_axis, &a, 1, (ag_tensor *[]){U(lo, hi, 2, 3, 4)});
+            ot_check_and_free(what, apply_axis, &a, 1, (ag_tensor *[]){U(lo, hi, 2, 3, 4)});
         }
     op_args a = {.fa = f, .axis = 0, .keep = false};
     char what[64];
     snprintf(what, sizeof what, "%s of a vector", name);
-    check_and_free(what, apply_axis, &a, 1, (ag_tensor *[]){U(lo, hi, 5)});
+    ot_check_and_free(what, apply_axis, &a, 1, (ag_tensor *[]){U(lo, hi, 5)});
 }
 
 /* ------------------------------------------------------------ gradcheck */
@@ -195,9 +93,9 @@ Test(gradcheck_reduce, prod_axis_with_zeros_in_a_line)
      * polynomial, smooth at 0, so finite differences see it exactly */
     const double v[12] = {0, 2, -1.5, 0.5, 0, 0, 3, 1.25, 1.5, -2, 0.75, 0};
     for (int axis = 0; axis < 2; axis++) {
-        ag_tensor *x = from(AG_F64, AG_SHAPE(3, 4), v);
+        ag_tensor *x = ot_from(AG_F64, AG_SHAPE(3, 4), v);
         op_args a = {.fa = ag_prod_axis, .axis = axis, .keep = axis == 1};
-        check_and_free("prod_axis with zeros", apply_axis, &a, 1, &x);
+        ot_check_and_free("prod_axis with zeros", apply_axis, &a, 1, &x);
     }
 }
 
@@ -209,9 +107,10 @@ static ag_tensor *apply_norm(ag_tape *t, ag_tensor *const *x, void *ctx)
 
 Test(gradcheck_reduce, norm)
 {
-    check_and_free("norm [2,3,4]", apply_norm, NULL, 1, (ag_tensor *[]){U(-1, 1, 2, 3, 4)});
-    check_and_free("norm [5]", apply_norm, NULL, 1, (ag_tensor *[]){U(-1, 1, 5)});
-    check_and_free("norm of a scalar", apply_norm, NULL, 1, (ag_tensor *[]){uniform(0.5, 1, NULL, 0)});
+    ot_check_and_free("norm [2,3,4]", apply_norm, NULL, 1, (ag_tensor *[]){U(-1, 1, 2, 3, 4)});
+    ot_check_and_free("norm [5]", apply_norm, NULL, 1, (ag_tensor *[]){U(-1, 1, 5)});
+    ot_check_and_free("norm of a scalar", apply_norm, NULL, 1,
+                      (ag_tensor *[]){ot_uniform(&rng, AG_F64, NULL, 0, 0.5, 1, false)});
 }
 
 static void check_axes(const char *name, ag_tensor *(*f)(ag_tape *, ag_tensor *, const int *, size_t, bool),
@@ -223,7 +122,8 @@ static void check_axes(const char *name, ag_tensor *(*f)(ag_tape *, ag_tensor *,
             memcpy(a.axes, axes, n * sizeof *axes);
         char what[96];
         snprintf(what, sizeof what, "%s of %zu axes (first %d) keepdim %d", name, n, n ? axes[0] : 0, keep);
-        check_and_free(what, apply_axes, &a, 1, (ag_tensor *[]){uniform(-1, 1, shape, rank)});
+        ag_tensor *x = ot_uniform(&rng, AG_F64, shape, rank, -1, 1, false);
+        ot_check_and_free(what, apply_axes, &a, 1, &x);
     }
 }
 
@@ -257,13 +157,13 @@ static ag_tensor *apply_layer_norm_affine(ag_tape *t, ag_tensor *const *x, void 
 Test(gradcheck_reduce, layer_norm)
 {
     op_args a = {.p = 1e-5};
-    check_and_free("layer_norm [4,6]", apply_layer_norm, &a, 1, (ag_tensor *[]){U(-2, 2, 4, 6)});
-    check_and_free("layer_norm [2,3,5]", apply_layer_norm, &a, 1, (ag_tensor *[]){U(-2, 2, 2, 3, 5)});
-    check_and_free("layer_norm [7]", apply_layer_norm, &a, 1, (ag_tensor *[]){U(-2, 2, 7)});
+    ot_check_and_free("layer_norm [4,6]", apply_layer_norm, &a, 1, (ag_tensor *[]){U(-2, 2, 4, 6)});
+    ot_check_and_free("layer_norm [2,3,5]", apply_layer_norm, &a, 1, (ag_tensor *[]){U(-2, 2, 2, 3, 5)});
+    ot_check_and_free("layer_norm [7]", apply_layer_norm, &a, 1, (ag_tensor *[]){U(-2, 2, 7)});
     op_args b = {.p = 0.5};
-    check_and_free("layer_norm eps 0.5", apply_layer_norm, &b, 1, (ag_tensor *[]){U(-1, 1, 3, 4)});
-    check_and_free("layer_norm [3,1]", apply_layer_norm, &b, 1, (ag_tensor *[]){U(-1, 1, 3, 1)});
-    check_and_free("layer_norm with γ, β", apply_layer_norm_affine, &a, 3,
+    ot_check_and_free("layer_norm eps 0.5", apply_layer_norm, &b, 1, (ag_tensor *[]){U(-1, 1, 3, 4)});
+    ot_check_and_free("layer_norm [3,1]", apply_layer_norm, &b, 1, (ag_tensor *[]){U(-1, 1, 3, 1)});
+    ot_check_and_free("layer_norm with γ, β", apply_layer_norm_affine, &a, 3,
                    (ag_tensor *[]){U(-2, 2, 2, 3, 5), U(0.5, 2, 5), U(-1, 1, 5)});
 }
 
@@ -278,12 +178,12 @@ static ag_tensor *apply_dropout(ag_tape *t, ag_tensor *const *x, void *ctx)
 Test(gradcheck_reduce, dropout)
 {
     op_args a = {.p = 0.3, .keep = true, .seed = 11};
-    check_and_free("dropout p 0.3 [4,5]", apply_dropout, &a, 1, (ag_tensor *[]){U(-1, 1, 4, 5)});
-    check_and_free("dropout p 0.3 [2,3,4]", apply_dropout, &a, 1, (ag_tensor *[]){U(-1, 1, 2, 3, 4)});
+    ot_check_and_free("dropout p 0.3 [4,5]", apply_dropout, &a, 1, (ag_tensor *[]){U(-1, 1, 4, 5)});
+    ot_check_and_free("dropout p 0.3 [2,3,4]", apply_dropout, &a, 1, (ag_tensor *[]){U(-1, 1, 2, 3, 4)});
     op_args b = {.p = 0.5, .keep = false};
-    check_and_free("dropout off", apply_dropout, &b, 1, (ag_tensor *[]){U(-1, 1, 2, 3, 4)});
+    ot_check_and_free("dropout off", apply_dropout, &b, 1, (ag_tensor *[]){U(-1, 1, 2, 3, 4)});
     op_args c = {.p = 0, .keep = true};
-    check_and_free("dropout p 0", apply_dropout, &c, 1, (ag_tensor *[]){U(-1, 1, 2, 3)});
+    ot_check_and_free("dropout p 0", apply_dropout, &c, 1, (ag_tensor *[]){U(-1, 1, 2, 3)});
 }
 
 static ag_tensor *apply_nll(ag_tape *t, ag_tensor *const *x, void *ctx)
@@ -298,9 +198,9 @@ static ag_tensor *apply_nll_of_log_softmax(ag_tape *t, ag_tensor *const *x, void
 
 Test(gradcheck_reduce, nll_loss)
 {
-    op_args a = {.c = from(AG_F64, AG_SHAPE(5), (double[]){2, 0, 3, 3, 1})};
-    check_and_free("nll_loss", apply_nll, &a, 1, (ag_tensor *[]){U(-3, 0, 5, 4)});
-    check_and_free("nll_loss of log_softmax", apply_nll_of_log_softmax, &a, 1, (ag_tensor *[]){U(-2, 2, 5, 4)});
+    op_args a = {.c = ot_from(AG_F64, AG_SHAPE(5), (double[]){2, 0, 3, 3, 1})};
+    ot_check_and_free("nll_loss", apply_nll, &a, 1, (ag_tensor *[]){U(-3, 0, 5, 4)});
+    ot_check_and_free("nll_loss of log_softmax", apply_nll_of_log_softmax, &a, 1, (ag_tensor *[]){U(-2, 2, 5, 4)});
     ag_tensor_free(a.c);
 }
 
@@ -327,7 +227,7 @@ Test(gradcheck_reduce, huber_loss_both_operands)
         op_args args = {.p = deltas[k]};
         ag_tensor *in[2];
         huber_pair(deltas[k], &in[0], &in[1]);
-        check_and_free("huber_loss", apply_huber, &args, 2, in);
+        ot_check_and_free("huber_loss", apply_huber, &args, 2, in);
     }
 }
 
@@ -335,13 +235,13 @@ Test(gradcheck_reduce, huber_loss_both_operands)
 
 Test(forward_reduce, min_axis_values_shapes_and_first_minimum_on_ties)
 {
-    ag_tensor *x = leaf(AG_F64, AG_SHAPE(2, 3), (double[]){1, -3, -3, 2, 2, 5});
+    ag_tensor *x = ot_leaf(AG_F64, AG_SHAPE(2, 3), (double[]){1, -3, -3, 2, 2, 5});
     ag_tape *t = ag_tape_new();
     ag_tensor *m = ag_min_axis(t, x, 1, false);
-    assert_shape(m, AG_SHAPE(2));
-    assert_values(m, (double[]){-3, 2}, 2, 0);
-    assert_shape(ag_min_axis(t, x, -1, true), AG_SHAPE(2, 1));
-    assert_values(ag_min_axis(t, x, 0, false), (double[]){1, -3, -3}, 3, 0);
+    ot_assert_shape(m, AG_SHAPE(2));
+    ot_assert_values(m, (double[]){-3, 2}, 2, 0);
+    ot_assert_shape(ag_min_axis(t, x, -1, true), AG_SHAPE(2, 1));
+    ot_assert_values(ag_min_axis(t, x, 0, false), (double[]){1, -3, -3}, 3, 0);
     cr_assert_eq(ag_backward(t, ag_sum(t, m)), AG_OK, "%s", ag_tape_error(t));
     assert_grads(x, (double[]){0, 1, 0, 1, 0, 0}, 6, 0);
     ag_tape_free(t);
@@ -350,11 +250,11 @@ Test(forward_reduce, min_axis_values_shapes_and_first_minimum_on_ties)
 
 Test(forward_reduce, min_axis_and_argmin_see_nan_as_the_minimum)
 {
-    ag_tensor *x = from(AG_F64, AG_SHAPE(4), (double[]){1, NAN, -5, 2});
+    ag_tensor *x = ot_from(AG_F64, AG_SHAPE(4), (double[]){1, NAN, -5, 2});
     ag_tape *t = ag_tape_new();
-    assert_values(ag_min_axis(t, x, 0, false), (double[]){NAN}, 1, 0);
-    assert_values(ag_argmin(t, x, 0, false), (double[]){1}, 1, 0);
-    assert_values(ag_argmax(t, x, 0, false), (double[]){1}, 1, 0);
+    ot_assert_values(ag_min_axis(t, x, 0, false), (double[]){NAN}, 1, 0);
+    ot_assert_values(ag_argmin(t, x, 0, false), (double[]){1}, 1, 0);
+    ot_assert_values(ag_argmax(t, x, 0, false), (double[]){1}, 1, 0);
     ag_tape_free(t);
     ag_tensor_free(x);
 }
@@ -364,7 +264,7 @@ Test(forward_reduce, argmax_argmin_in_both_dtypes_and_never_recorded)
     const double v[24] = {3, 1, 4, 1, 5, 9, 2, 6, 5, 3, 5, 8, 9, 7, 9, 3, 2, 3, 8, 4, 6, 2, 6, 4};
     for (int d = 0; d < 2; d++) {
         ag_dtype dt = d ? AG_F32 : AG_F64;
-        ag_tensor *x = leaf(dt, AG_SHAPE(2, 3, 4), v);
+        ag_tensor *x = ot_leaf(dt, AG_SHAPE(2, 3, 4), v);
         ag_tape *t = ag_tape_new();
         /* plain loops: the first extreme along axis 1 */
         double want_max[8], want_min[8];
@@ -380,17 +280,17 @@ Test(forward_reduce, argmax_argmin_in_both_dtypes_and_never_recorded)
                 want_min[o * 4 + i] = (double)bmin;
             }
         ag_tensor *am = ag_argmax(t, x, 1, false), *an = ag_argmin(t, x, -2, true);
-        assert_shape(am, AG_SHAPE(2, 4));
-        assert_shape(an, AG_SHAPE(2, 1, 4));
+        ot_assert_shape(am, AG_SHAPE(2, 4));
+        ot_assert_shape(an, AG_SHAPE(2, 1, 4));
         cr_assert_eq(ag_tensor_dtype(am), dt);
-        assert_values(am, want_max, 8, 0);
-        assert_values(an, want_min, 8, 0);
+        ot_assert_values(am, want_max, 8, 0);
+        ot_assert_values(an, want_min, 8, 0);
         cr_assert_not(ag_requires_grad(am));
         cr_assert_not(ag_requires_grad(an));
         cr_assert_eq(ag_tape_size(t), 0, "an index op was recorded");
         /* rows of 4: [3 1 4 1] [5 9 2 6] [5 3 5 8] [9 7 9 3] [2 3 8 4] [6 2 6 4] */
-        assert_values(ag_argmax(t, x, 2, false), (double[]){2, 1, 3, 0, 2, 0}, 6, 0);
-        assert_values(ag_argmin(t, x, 2, false), (double[]){1, 2, 1, 3, 0, 1}, 6, 0);
+        ot_assert_values(ag_argmax(t, x, 2, false), (double[]){2, 1, 3, 0, 2, 0}, 6, 0);
+        ot_assert_values(ag_argmin(t, x, 2, false), (double[]){1, 2, 1, 3, 0, 1}, 6, 0);
         /* the index has no gradient: backward from it is refused */
         cr_assert_eq(ag_backward(t, ag_sum(t, am)), AG_ERR_STATE);
         ag_tape_free(t);
@@ -401,10 +301,10 @@ Test(forward_reduce, argmax_argmin_in_both_dtypes_and_never_recorded)
 Test(forward_reduce, prod_axis_gradient_with_zeros_is_exact)
 {
     /* rows: [2 0 3]: grad [0 6 0]; [0 5 0]: all 0; [2 -1 4]: [-4 8 -2] */
-    ag_tensor *x = leaf(AG_F64, AG_SHAPE(3, 3), (double[]){2, 0, 3, 0, 5, 0, 2, -1, 4});
+    ag_tensor *x = ot_leaf(AG_F64, AG_SHAPE(3, 3), (double[]){2, 0, 3, 0, 5, 0, 2, -1, 4});
     ag_tape *t = ag_tape_new();
     ag_tensor *p = ag_prod_axis(t, x, 1, false);
-    assert_values(p, (double[]){0, 0, -8}, 3, 0);
+    ot_assert_values(p, (double[]){0, 0, -8}, 3, 0);
     cr_assert_eq(ag_backward(t, ag_sum(t, p)), AG_OK, "%s", ag_tape_error(t));
     assert_grads(x, (double[]){0, 6, 0, 0, 0, 0, -4, 8, -2}, 9, 0);
     for (size_t i = 0; i < 9; i++)
@@ -417,7 +317,7 @@ Test(forward_reduce, prod_var_logsumexp_match_plain_loops_in_f64_and_f32)
 {
     ag_tensor *x64 = U(-1.5, 1.5, 2, 3, 4);
     const double *v = ag_data(x64);
-    ag_tensor *x32 = from(AG_F32, AG_SHAPE(2, 3, 4), v);
+    ag_tensor *x32 = ot_from(AG_F32, AG_SHAPE(2, 3, 4), v);
     double prod[8], var[8], lse[8];
     for (size_t o = 0; o < 2; o++)
         for (size_t i = 0; i < 4; i++) {
@@ -438,16 +338,16 @@ Test(forward_reduce, prod_var_logsumexp_match_plain_loops_in_f64_and_f32)
         ag_tensor *x = d ? x32 : x64;
         double tol = d ? 1e-6 : 1e-14;
         ag_tape *t = ag_tape_new();
-        assert_values(ag_prod_axis(t, x, 1, false), prod, 8, tol);
-        assert_values(ag_var_axis(t, x, 1, true), var, 8, tol);
-        assert_shape(ag_var_axis(t, x, 1, true), AG_SHAPE(2, 1, 4));
-        assert_values(ag_logsumexp(t, x, -2, false), lse, 8, tol);
+        ot_assert_values(ag_prod_axis(t, x, 1, false), prod, 8, tol);
+        ot_assert_values(ag_var_axis(t, x, 1, true), var, 8, tol);
+        ot_assert_shape(ag_var_axis(t, x, 1, true), AG_SHAPE(2, 1, 4));
+        ot_assert_values(ag_logsumexp(t, x, -2, false), lse, 8, tol);
         ag_tape_free(t);
     }
     /* var of 1 2 3 4 is 1.25 (population), not 5/3 */
-    ag_tensor *y = from(AG_F64, AG_SHAPE(4), (double[]){1, 2, 3, 4});
+    ag_tensor *y = ot_from(AG_F64, AG_SHAPE(4), (double[]){1, 2, 3, 4});
     ag_tape *t = ag_tape_new();
-    assert_values(ag_var_axis(t, y, 0, false), (double[]){1.25}, 1, 0);
+    ot_assert_values(ag_var_axis(t, y, 0, false), (double[]){1.25}, 1, 0);
     ag_tape_free(t);
     ag_tensor_free(y);
     ag_tensor_free(x64);
@@ -457,9 +357,9 @@ Test(forward_reduce, prod_var_logsumexp_match_plain_loops_in_f64_and_f32)
 Test(forward_reduce, var_axis_does_not_cancel_for_a_large_offset)
 {
     /* 1e8 + {1,2,3,4}: a one-pass E[x²] - E[x]² loses every digit */
-    ag_tensor *x = from(AG_F64, AG_SHAPE(4), (double[]){1e8 + 1, 1e8 + 2, 1e8 + 3, 1e8 + 4});
+    ag_tensor *x = ot_from(AG_F64, AG_SHAPE(4), (double[]){1e8 + 1, 1e8 + 2, 1e8 + 3, 1e8 + 4});
     ag_tape *t = ag_tape_new();
-    assert_values(ag_var_axis(t, x, 0, false), (double[]){1.25}, 1, 1e-12);
+    ot_assert_values(ag_var_axis(t, x, 0, false), (double[]){1.25}, 1, 1e-12);
     ag_tape_free(t);
     ag_tensor_free(x);
 }
@@ -471,51 +371,51 @@ Test(forward_reduce, sum_axes_and_mean_axes_match_repeated_sum_axis)
     /* axes {1, 3}: sum_axis over 3 then over 1 */
     ag_tensor *ref = ag_sum_axis(t, ag_sum_axis(t, x, 3, false), 1, false);
     ag_tensor *s = ag_sum_axes(t, x, (int[]){3, -3}, 2, false);
-    assert_shape(s, AG_SHAPE(2, 4));
-    assert_values(s, ag_data(ref), 8, 1e-14);
+    ot_assert_shape(s, AG_SHAPE(2, 4));
+    ot_assert_values(s, ag_data(ref), 8, 1e-14);
     ag_tensor *sk = ag_sum_axes(t, x, (int[]){1, 3}, 2, true);
-    assert_shape(sk, AG_SHAPE(2, 1, 4, 1));
-    assert_values(sk, ag_data(ref), 8, 1e-14);
+    ot_assert_shape(sk, AG_SHAPE(2, 1, 4, 1));
+    ot_assert_values(sk, ag_data(ref), 8, 1e-14);
     ag_tensor *m = ag_mean_axes(t, x, (int[]){1, 3}, 2, false);
     double want[8];
     for (size_t i = 0; i < 8; i++)
         want[i] = ag_get(ref, i) / 15;
-    assert_values(m, want, 8, 1e-14);
+    ot_assert_values(m, want, 8, 1e-14);
     /* all axes: the total, keeping rank 4 with keepdim */
     ag_tensor *all = ag_sum_axes(t, x, (int[]){0, 1, 2, 3}, 4, true);
-    assert_shape(all, AG_SHAPE(1, 1, 1, 1));
-    assert_values(all, (double[]){ag_item(ag_sum(t, x))}, 1, 1e-13);
+    ot_assert_shape(all, AG_SHAPE(1, 1, 1, 1));
+    ot_assert_values(all, (double[]){ag_item(ag_sum(t, x))}, 1, 1e-13);
     /* no axes: nothing reduced, as numpy's axis=() */
     ag_tensor *none = ag_mean_axes(t, x, NULL, 0, false);
-    assert_shape(none, AG_SHAPE(2, 3, 4, 5));
-    assert_values(none, ag_data(x), 120, 0);
+    ot_assert_shape(none, AG_SHAPE(2, 3, 4, 5));
+    ot_assert_values(none, ag_data(x), 120, 0);
     ag_tape_free(t);
     ag_tensor_free(x);
 }
 
 Test(forward_reduce, sum_axes_in_f32)
 {
-    ag_tensor *x = from(AG_F32, AG_SHAPE(2, 2, 3), (double[]){1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12});
+    ag_tensor *x = ot_from(AG_F32, AG_SHAPE(2, 2, 3), (double[]){1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12});
     ag_tape *t = ag_tape_new();
     /* over axes 0 and 2: rows {1 2 3 7 8 9} = 30 and {4 5 6 10 11 12} = 48 */
-    assert_values(ag_sum_axes(t, x, (int[]){0, 2}, 2, false), (double[]){30, 48}, 2, 0);
-    assert_values(ag_mean_axes(t, x, (int[]){0, 2}, 2, false), (double[]){5, 8}, 2, 0);
+    ot_assert_values(ag_sum_axes(t, x, (int[]){0, 2}, 2, false), (double[]){30, 48}, 2, 0);
+    ot_assert_values(ag_mean_axes(t, x, (int[]){0, 2}, 2, false), (double[]){5, 8}, 2, 0);
     ag_tape_free(t);
     ag_tensor_free(x);
 }
 
 Test(forward_reduce, norm_values_and_its_gradient_at_zero)
 {
-    ag_tensor *x = leaf(AG_F64, AG_SHAPE(2), (double[]){3, -4});
-    ag_tensor *z = leaf(AG_F32, AG_SHAPE(3), (double[]){0, 0, 0});
+    ag_tensor *x = ot_leaf(AG_F64, AG_SHAPE(2), (double[]){3, -4});
+    ag_tensor *z = ot_leaf(AG_F32, AG_SHAPE(3), (double[]){0, 0, 0});
     ag_tape *t = ag_tape_new();
     ag_tensor *n = ag_norm(t, x);
-    assert_shape(n, NULL, 0);
-    assert_values(n, (double[]){5}, 1, 0);
+    ot_assert_shape(n, NULL, 0);
+    ot_assert_values(n, (double[]){5}, 1, 0);
     cr_assert_eq(ag_backward(t, n), AG_OK);
     assert_grads(x, (double[]){0.6, -0.8}, 2, 1e-15);
     ag_tensor *nz = ag_norm(t, z);
-    assert_values(nz, (double[]){0}, 1, 0);
+    ot_assert_values(nz, (double[]){0}, 1, 0);
     cr_assert_eq(ag_backward(t, nz), AG_OK);
     assert_grads(z, (double[]){0, 0, 0}, 3, 0);
     ag_tape_free(t);
@@ -528,10 +428,10 @@ Test(forward_reduce, layer_norm_rows_have_mean_0_and_variance_1)
     for (int d = 0; d < 2; d++) {
         ag_dtype dt = d ? AG_F32 : AG_F64;
         ag_tensor *x64 = U(-3, 5, 3, 4, 8);
-        ag_tensor *x = from(dt, AG_SHAPE(3, 4, 8), ag_data(x64));
+        ag_tensor *x = ot_from(dt, AG_SHAPE(3, 4, 8), ag_data(x64));
         ag_tape *t = ag_tape_new();
         ag_tensor *y = ag_layer_norm(t, x, 0);
-        assert_shape(y, AG_SHAPE(3, 4, 8));
+        ot_assert_shape(y, AG_SHAPE(3, 4, 8));
         for (size_t row = 0; row < 12; row++) {
             double s = 0, q = 0;
             for (size_t k = 0; k < 8; k++)
@@ -550,31 +450,31 @@ Test(forward_reduce, layer_norm_rows_have_mean_0_and_variance_1)
 Test(forward_reduce, layer_norm_with_a_large_offset_and_constant_rows)
 {
     /* 1e8 + {-1, 0, 1}: mean 1e8, var 2/3 -> ±sqrt(1.5), 0 */
-    ag_tensor *x = from(AG_F64, AG_SHAPE(2, 3), (double[]){1e8 - 1, 1e8, 1e8 + 1, 7, 7, 7});
+    ag_tensor *x = ot_from(AG_F64, AG_SHAPE(2, 3), (double[]){1e8 - 1, 1e8, 1e8 + 1, 7, 7, 7});
     ag_tape *t = ag_tape_new();
     double r = sqrt(1.5);
     /* a constant row: var 0, x - mean = 0, so 0 (eps keeps it finite) */
-    assert_values(ag_layer_norm(t, x, 1e-5), (double[]){-r, 0, r, 0, 0, 0}, 6, 1e-5);
+    ot_assert_values(ag_layer_norm(t, x, 1e-5), (double[]){-r, 0, r, 0, 0, 0}, 6, 1e-5);
     ag_tape_free(t);
     ag_tensor_free(x);
 }
 
 Test(forward_reduce, nll_loss_and_huber_loss_values)
 {
-    ag_tensor *lp = leaf(AG_F64, AG_SHAPE(2, 3), (double[]){-1, -2, -3, -0.5, -0.25, -4});
-    ag_tensor *c = from(AG_F32, AG_SHAPE(2), (double[]){2, 1});
+    ag_tensor *lp = ot_leaf(AG_F64, AG_SHAPE(2, 3), (double[]){-1, -2, -3, -0.5, -0.25, -4});
+    ag_tensor *c = ot_from(AG_F32, AG_SHAPE(2), (double[]){2, 1});
     ag_tape *t = ag_tape_new();
     ag_tensor *L = ag_nll_loss(t, lp, c); /* (3 + 0.25) / 2 */
-    assert_values(L, (double[]){1.625}, 1, 0);
+    ot_assert_values(L, (double[]){1.625}, 1, 0);
     cr_assert_eq(ag_backward(t, L), AG_OK);
     assert_grads(lp, (double[]){0, 0, -0.5, 0, -0.5, 0}, 6, 0);
     ag_tape_free(t);
     /* d = a - y = {0.5, -3, 1, 2} with delta 1: 0.125, 2.5, 0.5, 1.5 -> mean 1.15625 */
-    ag_tensor *a = leaf(AG_F64, AG_SHAPE(4), (double[]){1, -1, 3, 0});
-    ag_tensor *y = leaf(AG_F64, AG_SHAPE(4), (double[]){0.5, 2, 2, -2});
+    ag_tensor *a = ot_leaf(AG_F64, AG_SHAPE(4), (double[]){1, -1, 3, 0});
+    ag_tensor *y = ot_leaf(AG_F64, AG_SHAPE(4), (double[]){0.5, 2, 2, -2});
     t = ag_tape_new();
     ag_tensor *H = ag_huber_loss(t, a, y, 1);
-    assert_values(H, (double[]){1.15625}, 1, 0);
+    ot_assert_values(H, (double[]){1.15625}, 1, 0);
     cr_assert_eq(ag_backward(t, H), AG_OK);
     /* slopes 0.5, -1, 1, 1 (|d| = delta is the linear side), over 4 */
     assert_grads(a, (double[]){0.125, -0.25, 0.25, 0.25}, 4, 0);
@@ -592,10 +492,10 @@ Test(forward_reduce, logsumexp_at_plus_minus_1000_and_infinities)
 {
     for (int d = 0; d < 2; d++) {
         ag_dtype dt = d ? AG_F32 : AG_F64;
-        ag_tensor *x = leaf(dt, AG_SHAPE(3, 2), (double[]){1000, 1000, -1000, -1000, 1000, -1000});
+        ag_tensor *x = ot_leaf(dt, AG_SHAPE(3, 2), (double[]){1000, 1000, -1000, -1000, 1000, -1000});
         ag_tape *t = ag_tape_new();
         ag_tensor *y = ag_logsumexp(t, x, 1, false);
-        assert_values(y, (double[]){1000 + log(2.0), -1000 + log(2.0), 1000}, 3, d ? 1e-7 : 1e-15);
+        ot_assert_values(y, (double[]){1000 + log(2.0), -1000 + log(2.0), 1000}, 3, d ? 1e-7 : 1e-15);
         cr_assert_eq(ag_backward(t, ag_sum(t, y)), AG_OK);
         /* x - y = 1000 - (1000 + ln 2) carries the rounding of 1000 + ln 2:
          * an ulp of 1000 is 1e-13 in f64, 6e-5 in f32 */
@@ -603,31 +503,31 @@ Test(forward_reduce, logsumexp_at_plus_minus_1000_and_infinities)
         ag_tape_free(t);
         ag_tensor_free(x);
     }
-    ag_tensor *inf = from(AG_F64, AG_SHAPE(2, 2), (double[]){-INFINITY, -INFINITY, INFINITY, 0});
+    ag_tensor *inf = ot_from(AG_F64, AG_SHAPE(2, 2), (double[]){-INFINITY, -INFINITY, INFINITY, 0});
     ag_tape *t = ag_tape_new();
-    assert_values(ag_logsumexp(t, inf, 1, false), (double[]){-INFINITY, INFINITY}, 2, 0);
+    ot_assert_values(ag_logsumexp(t, inf, 1, false), (double[]){-INFINITY, INFINITY}, 2, 0);
     ag_tape_free(t);
     ag_tensor_free(inf);
 }
 
 Test(forward_reduce, norm_neither_overflows_nor_underflows)
 {
-    ag_tensor *big = leaf(AG_F64, AG_SHAPE(2), (double[]){3e200, -4e200});
-    ag_tensor *tiny = leaf(AG_F64, AG_SHAPE(2), (double[]){3e-200, 4e-200});
-    ag_tensor *big32 = leaf(AG_F32, AG_SHAPE(2), (double[]){3e30, 4e30});
-    ag_tensor *sub = from(AG_F64, AG_SHAPE(1), (double[]){4.9e-324});
+    ag_tensor *big = ot_leaf(AG_F64, AG_SHAPE(2), (double[]){3e200, -4e200});
+    ag_tensor *tiny = ot_leaf(AG_F64, AG_SHAPE(2), (double[]){3e-200, 4e-200});
+    ag_tensor *big32 = ot_leaf(AG_F32, AG_SHAPE(2), (double[]){3e30, 4e30});
+    ag_tensor *sub = ot_from(AG_F64, AG_SHAPE(1), (double[]){4.9e-324});
     ag_tape *t = ag_tape_new();
     ag_tensor *nb = ag_norm(t, big);
-    assert_values(nb, (double[]){5e200}, 1, 1e-15);
+    ot_assert_values(nb, (double[]){5e200}, 1, 1e-15);
     cr_assert_eq(ag_backward(t, nb), AG_OK);
     assert_grads(big, (double[]){0.6, -0.8}, 2, 1e-15);
-    assert_values(ag_norm(t, tiny), (double[]){5e-200}, 1, 1e-15);
+    ot_assert_values(ag_norm(t, tiny), (double[]){5e-200}, 1, 1e-15);
     cr_assert(fabs(ag_item(ag_norm(t, tiny)) / 5e-200 - 1) < 1e-15);
-    assert_values(ag_norm(t, big32), (double[]){5e30}, 1, 1e-7);
+    ot_assert_values(ag_norm(t, big32), (double[]){5e30}, 1, 1e-7);
     cr_assert(fabs(ag_item(ag_norm(t, big32)) / 5e30 - 1) < 1e-6);
     cr_assert_eq(ag_item(ag_norm(t, sub)), 4.9e-324);
-    ag_tensor *inf = from(AG_F64, AG_SHAPE(2), (double[]){INFINITY, 1});
-    ag_tensor *nan = from(AG_F64, AG_SHAPE(3), (double[]){INFINITY, NAN, 1});
+    ag_tensor *inf = ot_from(AG_F64, AG_SHAPE(2), (double[]){INFINITY, 1});
+    ag_tensor *nan = ot_from(AG_F64, AG_SHAPE(3), (double[]){INFINITY, NAN, 1});
     cr_assert(isinf(ag_item(ag_norm(t, inf))));
     cr_assert(isnan(ag_item(ag_norm(t, nan))));
     ag_tape_free(t);
@@ -647,24 +547,24 @@ Test(forward_reduce, empty_axes_and_empty_tensors)
     ag_set_requires_grad(e, true);
     ag_tape *t = ag_tape_new();
     /* reductions over an empty axis: PyTorch's identities */
-    assert_values(ag_sum_axes(t, e, (int[]){0}, 1, false), (double[]){0, 0, 0}, 3, 0);
-    assert_values(ag_mean_axes(t, e, (int[]){0}, 1, false), (double[]){NAN, NAN, NAN}, 3, 0);
-    assert_values(ag_prod_axis(t, e, 0, false), (double[]){1, 1, 1}, 3, 0);
-    assert_values(ag_logsumexp(t, e, 0, false), (double[]){-INFINITY, -INFINITY, -INFINITY}, 3, 0);
-    assert_values(ag_var_axis(t, e, 0, false), (double[]){NAN, NAN, NAN}, 3, 0);
-    assert_values(ag_norm(t, e), (double[]){0}, 1, 0);
+    ot_assert_values(ag_sum_axes(t, e, (int[]){0}, 1, false), (double[]){0, 0, 0}, 3, 0);
+    ot_assert_values(ag_mean_axes(t, e, (int[]){0}, 1, false), (double[]){NAN, NAN, NAN}, 3, 0);
+    ot_assert_values(ag_prod_axis(t, e, 0, false), (double[]){1, 1, 1}, 3, 0);
+    ot_assert_values(ag_logsumexp(t, e, 0, false), (double[]){-INFINITY, -INFINITY, -INFINITY}, 3, 0);
+    ot_assert_values(ag_var_axis(t, e, 0, false), (double[]){NAN, NAN, NAN}, 3, 0);
+    ot_assert_values(ag_norm(t, e), (double[]){0}, 1, 0);
     /* over a non-empty axis of an empty tensor: an empty result */
-    assert_shape(ag_min_axis(t, e, 1, false), AG_SHAPE(0));
-    assert_shape(ag_argmax(t, e, 1, true), AG_SHAPE(0, 1));
-    assert_shape(ag_layer_norm(t, e, 1e-5), AG_SHAPE(0, 3));
-    assert_shape(ag_dropout(t, e, 0.5, true, &rng), AG_SHAPE(0, 3));
+    ot_assert_shape(ag_min_axis(t, e, 1, false), AG_SHAPE(0));
+    ot_assert_shape(ag_argmax(t, e, 1, true), AG_SHAPE(0, 1));
+    ot_assert_shape(ag_layer_norm(t, e, 1e-5), AG_SHAPE(0, 3));
+    ot_assert_shape(ag_dropout(t, e, 0.5, true, &rng), AG_SHAPE(0, 3));
     ag_tensor *s = ag_add(t, ag_sum(t, ag_prod_axis(t, e, 0, false)), ag_norm(t, e));
     cr_assert_eq(ag_backward(t, s), AG_OK, "%s", ag_tape_error(t));
     cr_assert_eq(ag_tape_status(t), AG_OK, "%s", ag_tape_error(t));
     /* the empty [0] layer norm: the last axis empty */
     ag_tensor *e0 = ag_zeros(AG_F32, AG_SHAPE(2, 0));
-    assert_shape(ag_layer_norm(t, e0, 1e-5), AG_SHAPE(2, 0));
-    assert_values(ag_sum_axes(t, e0, (int[]){1}, 1, false), (double[]){0, 0}, 2, 0);
+    ot_assert_shape(ag_layer_norm(t, e0, 1e-5), AG_SHAPE(2, 0));
+    ot_assert_values(ag_sum_axes(t, e0, (int[]){1}, 1, false), (double[]){0, 0}, 2, 0);
     cr_assert_eq(ag_tape_status(t), AG_OK, "%s", ag_tape_error(t));
     ag_tape_free(t);
     ag_tensor_free(e);
@@ -683,10 +583,10 @@ Test(errors_reduce, axis_out_of_range_and_empty_axis)
     for (size_t k = 0; k < 6; k++) {
         ag_tape *t = ag_tape_new();
         cr_assert_null(fs[k](t, x, 2, false));
-        assert_error(t, AG_ERR_VALUE, names[k], "axis 2 is out of range for [2,3]");
+        ot_assert_error(t, AG_ERR_VALUE, names[k], "axis 2 is out of range for [2,3]");
         ag_tape_reset(t);
         cr_assert_null(fs[k](t, x, -3, true));
-        assert_error(t, AG_ERR_VALUE, names[k], "axis -3");
+        ot_assert_error(t, AG_ERR_VALUE, names[k], "axis -3");
         ag_tape_free(t);
     }
     /* an extreme or its index over an empty axis has no value */
@@ -694,7 +594,7 @@ Test(errors_reduce, axis_out_of_range_and_empty_axis)
     for (size_t k = 0; k < 3; k++) {
         ag_tape *t = ag_tape_new();
         cr_assert_null(ex[k](t, e, 1, false));
-        assert_error(t, AG_ERR_SHAPE, "[2,0]: axis 1 is empty", NULL);
+        ot_assert_error(t, AG_ERR_SHAPE, "[2,0]: axis 1 is empty", NULL);
         ag_tape_free(t);
     }
     ag_tensor_free(x);
@@ -709,25 +609,25 @@ Test(errors_reduce, sum_axes_bad_axes)
     for (size_t k = 0; k < 2; k++) {
         ag_tape *t = ag_tape_new();
         cr_assert_null(fs[k](t, x, (int[]){0, -3}, 2, false));
-        assert_error(t, AG_ERR_VALUE, names[k], "axis -3 is repeated (axis 0 of [2,3,4])");
+        ot_assert_error(t, AG_ERR_VALUE, names[k], "axis -3 is repeated (axis 0 of [2,3,4])");
         ag_tape_reset(t);
         cr_assert_null(fs[k](t, x, (int[]){1, 1}, 2, true));
-        assert_error(t, AG_ERR_VALUE, "axis 1 is repeated", NULL);
+        ot_assert_error(t, AG_ERR_VALUE, "axis 1 is repeated", NULL);
         ag_tape_reset(t);
         cr_assert_null(fs[k](t, x, (int[]){0, 3}, 2, false));
-        assert_error(t, AG_ERR_VALUE, names[k], "axis 3 is out of range for [2,3,4]");
+        ot_assert_error(t, AG_ERR_VALUE, names[k], "axis 3 is out of range for [2,3,4]");
         ag_tape_reset(t);
         cr_assert_null(fs[k](t, x, (int[]){-4}, 1, false));
-        assert_error(t, AG_ERR_VALUE, "axis -4 is out of range", NULL);
+        ot_assert_error(t, AG_ERR_VALUE, "axis -4 is out of range", NULL);
         ag_tape_reset(t);
         cr_assert_null(fs[k](t, x, NULL, 2, false));
-        assert_error(t, AG_ERR_NULL, names[k], "axes is NULL");
+        ot_assert_error(t, AG_ERR_NULL, names[k], "axes is NULL");
         ag_tape_reset(t);
         cr_assert_null(fs[k](t, x, (int[]){0, 1, 2, 0, 1, 2, 0, 1, 2}, 9, false));
-        assert_error(t, AG_ERR_VALUE, names[k], "9 axes");
+        ot_assert_error(t, AG_ERR_VALUE, names[k], "9 axes");
         ag_tape_reset(t);
         cr_assert_null(fs[k](t, NULL, (int[]){0}, 1, false));
-        assert_error(t, AG_ERR_NULL, names[k], "input 1 is NULL");
+        ot_assert_error(t, AG_ERR_NULL, names[k], "input 1 is NULL");
         ag_tape_free(t);
     }
     ag_tensor_free(x);
@@ -738,12 +638,12 @@ Test(errors_reduce, layer_norm_bad_rank_and_eps)
     ag_tensor *s = ag_scalar(AG_F64, 1), *x = U(-1, 1, 2, 3);
     ag_tape *t = ag_tape_new();
     cr_assert_null(ag_layer_norm(t, s, 1e-5));
-    assert_error(t, AG_ERR_SHAPE, "ag_layer_norm", "scalar");
+    ot_assert_error(t, AG_ERR_SHAPE, "ag_layer_norm", "scalar");
     const double bad[] = {-1e-5, NAN, INFINITY};
     for (size_t i = 0; i < 3; i++) {
         ag_tape_reset(t);
         cr_assert_null(ag_layer_norm(t, x, bad[i]));
-        assert_error(t, AG_ERR_VALUE, "ag_layer_norm: eps", NULL);
+        ot_assert_error(t, AG_ERR_VALUE, "ag_layer_norm: eps", NULL);
     }
     ag_tape_free(t);
     ag_tensor_free(s);
@@ -759,12 +659,12 @@ Test(errors_reduce, dropout_bad_p_and_missing_rng)
         for (int training = 0; training < 2; training++) {
             ag_tape_reset(t);
             cr_assert_null(ag_dropout(t, x, bad[i], training, &rng));
-            assert_error(t, AG_ERR_VALUE, "ag_dropout: p = ", "is not a probability in [0, 1)");
+            ot_assert_error(t, AG_ERR_VALUE, "ag_dropout: p = ", "is not a probability in [0, 1)");
         }
     }
     ag_tape_reset(t);
     cr_assert_null(ag_dropout(t, x, 0.5, true, NULL));
-    assert_error(t, AG_ERR_NULL, "ag_dropout: rng is NULL", NULL);
+    ot_assert_error(t, AG_ERR_NULL, "ag_dropout: rng is NULL", NULL);
     /* no draws needed: no rng needed */
     ag_tape_reset(t);
     cr_assert_not_null(ag_dropout(t, x, 0.5, false, NULL));
@@ -776,41 +676,41 @@ Test(errors_reduce, dropout_bad_p_and_missing_rng)
 Test(errors_reduce, nll_loss_bad_shapes_and_classes)
 {
     ag_tensor *lp = U(-2, 0, 3, 4);
-    ag_tensor *c3 = from(AG_F64, AG_SHAPE(3), (double[]){0, 3, 1});
-    ag_tensor *c2 = from(AG_F64, AG_SHAPE(2), (double[]){0, 1});
-    ag_tensor *far = from(AG_F64, AG_SHAPE(3), (double[]){0, 4, 1});
-    ag_tensor *neg = from(AG_F64, AG_SHAPE(3), (double[]){0, -1, 1});
-    ag_tensor *half = from(AG_F32, AG_SHAPE(3), (double[]){0, 1.5, 1});
-    ag_tensor *nan = from(AG_F64, AG_SHAPE(3), (double[]){0, 1, NAN});
+    ag_tensor *c3 = ot_from(AG_F64, AG_SHAPE(3), (double[]){0, 3, 1});
+    ag_tensor *c2 = ot_from(AG_F64, AG_SHAPE(2), (double[]){0, 1});
+    ag_tensor *far = ot_from(AG_F64, AG_SHAPE(3), (double[]){0, 4, 1});
+    ag_tensor *neg = ot_from(AG_F64, AG_SHAPE(3), (double[]){0, -1, 1});
+    ag_tensor *half = ot_from(AG_F32, AG_SHAPE(3), (double[]){0, 1.5, 1});
+    ag_tensor *nan = ot_from(AG_F64, AG_SHAPE(3), (double[]){0, 1, NAN});
     ag_tensor *v = U(-2, 0, 4);
     ag_tape *t = ag_tape_new();
     cr_assert_null(ag_nll_loss(t, lp, c2));
-    assert_error(t, AG_ERR_SHAPE, "ag_nll_loss: log-probabilities [3,4] and classes [2]", NULL);
+    ot_assert_error(t, AG_ERR_SHAPE, "ag_nll_loss: log-probabilities [3,4] and classes [2]", NULL);
     ag_tape_reset(t);
     cr_assert_null(ag_nll_loss(t, v, c3));
-    assert_error(t, AG_ERR_SHAPE, "ag_nll_loss", "[4]");
+    ot_assert_error(t, AG_ERR_SHAPE, "ag_nll_loss", "[4]");
     ag_tape_reset(t);
     cr_assert_null(ag_nll_loss(t, lp, far));
-    assert_error(t, AG_ERR_VALUE, "ag_nll_loss: class 4 at row 1 is not an index in [0, 4)", NULL);
+    ot_assert_error(t, AG_ERR_VALUE, "ag_nll_loss: class 4 at row 1 is not an index in [0, 4)", NULL);
     ag_tape_reset(t);
     cr_assert_null(ag_nll_loss(t, lp, neg));
-    assert_error(t, AG_ERR_VALUE, "ag_nll_loss: class -1 at row 1", NULL);
+    ot_assert_error(t, AG_ERR_VALUE, "ag_nll_loss: class -1 at row 1", NULL);
     ag_tape_reset(t);
     cr_assert_null(ag_nll_loss(t, lp, half));
-    assert_error(t, AG_ERR_VALUE, "ag_nll_loss: class 1.5 at row 1", NULL);
+    ot_assert_error(t, AG_ERR_VALUE, "ag_nll_loss: class 1.5 at row 1", NULL);
     ag_tape_reset(t);
     cr_assert_null(ag_nll_loss(t, lp, nan));
-    assert_error(t, AG_ERR_VALUE, "ag_nll_loss: class nan at row 2", NULL);
+    ot_assert_error(t, AG_ERR_VALUE, "ag_nll_loss: class nan at row 2", NULL);
     ag_tape_reset(t);
     cr_assert_null(ag_nll_loss(t, lp, NULL));
-    assert_error(t, AG_ERR_NULL, "ag_nll_loss: input 2 is NULL", NULL);
+    ot_assert_error(t, AG_ERR_NULL, "ag_nll_loss: input 2 is NULL", NULL);
     /* cross_entropy keeps its own name in the shared messages */
     ag_tape_reset(t);
     cr_assert_null(ag_cross_entropy(t, lp, far));
-    assert_error(t, AG_ERR_VALUE, "ag_cross_entropy: class 4 at row 1", NULL);
+    ot_assert_error(t, AG_ERR_VALUE, "ag_cross_entropy: class 4 at row 1", NULL);
     ag_tape_reset(t);
     cr_assert_null(ag_cross_entropy(t, lp, c2));
-    assert_error(t, AG_ERR_SHAPE, "ag_cross_entropy: logits [3,4] and classes [2]", NULL);
+    ot_assert_error(t, AG_ERR_SHAPE, "ag_cross_entropy: logits [3,4] and classes [2]", NULL);
     ag_tape_free(t);
     ag_tensor *all[] = {lp, c3, c2, far, neg, half, nan, v};
     for (size_t i = 0; i < 8; i++)
@@ -826,14 +726,14 @@ Test(errors_reduce, huber_loss_bad_delta_shapes_and_dtypes)
     for (size_t i = 0; i < 3; i++) {
         ag_tape_reset(t);
         cr_assert_null(ag_huber_loss(t, a, y, bad[i]));
-        assert_error(t, AG_ERR_VALUE, "ag_huber_loss: delta = ", "is not > 0");
+        ot_assert_error(t, AG_ERR_VALUE, "ag_huber_loss: delta = ", "is not > 0");
     }
     ag_tape_reset(t);
     cr_assert_null(ag_huber_loss(t, a, y2, 1));
-    assert_error(t, AG_ERR_SHAPE, "ag_huber_loss: shapes [2,3] and [3,2] differ", NULL);
+    ot_assert_error(t, AG_ERR_SHAPE, "ag_huber_loss: shapes [2,3] and [3,2] differ", NULL);
     ag_tape_reset(t);
     cr_assert_null(ag_huber_loss(t, a, y32, 1));
-    assert_error(t, AG_ERR_DTYPE, "ag_huber_loss: dtypes f64 and f32 differ", NULL);
+    ot_assert_error(t, AG_ERR_DTYPE, "ag_huber_loss: dtypes f64 and f32 differ", NULL);
     ag_tape_free(t);
     ag_tensor_free(a);
     ag_tensor_free(y);
@@ -845,16 +745,16 @@ Test(errors_reduce, null_input_names_the_op)
 {
     ag_tape *t = ag_tape_new();
     cr_assert_null(ag_norm(t, NULL));
-    assert_error(t, AG_ERR_NULL, "ag_norm: input 1 is NULL", NULL);
+    ot_assert_error(t, AG_ERR_NULL, "ag_norm: input 1 is NULL", NULL);
     ag_tape_reset(t);
     cr_assert_null(ag_layer_norm(t, NULL, 1e-5));
-    assert_error(t, AG_ERR_NULL, "ag_layer_norm: input 1 is NULL", NULL);
+    ot_assert_error(t, AG_ERR_NULL, "ag_layer_norm: input 1 is NULL", NULL);
     ag_tape_reset(t);
     cr_assert_null(ag_dropout(t, NULL, 0.5, true, &rng));
-    assert_error(t, AG_ERR_NULL, "ag_dropout: input 1 is NULL", NULL);
+    ot_assert_error(t, AG_ERR_NULL, "ag_dropout: input 1 is NULL", NULL);
     ag_tape_reset(t);
     cr_assert_null(ag_argmin(t, NULL, 0, false));
-    assert_error(t, AG_ERR_NULL, "ag_argmin: input 1 is NULL", NULL);
+    ot_assert_error(t, AG_ERR_NULL, "ag_argmin: input 1 is NULL", NULL);
     ag_tape_free(t);
     cr_assert_null(ag_logsumexp(NULL, NULL, 0, false));
     cr_assert_null(ag_sum_axes(NULL, NULL, NULL, 0, false));
@@ -887,7 +787,7 @@ static void check_mask(ag_dtype dt, double p)
     ag_rng_seed(&r, 42);
     ag_tensor *y = ag_dropout(t, x, p, true, &r);
     cr_assert_not_null(y, "%s", ag_tape_error(t));
-    assert_shape(y, AG_SHAPE(100, 1000));
+    ot_assert_shape(y, AG_SHAPE(100, 1000));
     cr_assert_eq(ag_backward(t, ag_sum(t, y)), AG_OK, "%s", ag_tape_error(t));
     double tol = dt == AG_F32 ? 1e-6 : 1e-14;
     size_t zeros = 0;
@@ -938,14 +838,14 @@ Test(dropout, same_seed_same_mask_and_the_rng_advances)
 
 Test(dropout, identity_draws_nothing_and_passes_the_gradient)
 {
-    ag_tensor *x = leaf(AG_F32, AG_SHAPE(2, 3), (double[]){1, -2, 3, 0.5, 4, -6});
+    ag_tensor *x = ot_leaf(AG_F32, AG_SHAPE(2, 3), (double[]){1, -2, 3, 0.5, 4, -6});
     ag_tape *t = ag_tape_new();
     ag_rng r, before;
     ag_rng_seed(&r, 5);
     before = r;
     ag_tensor *a = ag_dropout(t, x, 0.7, false, &r), *b = ag_dropout(t, x, 0, true, &r);
-    assert_values(a, (double[]){1, -2, 3, 0.5, 4, -6}, 6, 0);
-    assert_values(b, (double[]){1, -2, 3, 0.5, 4, -6}, 6, 0);
+    ot_assert_values(a, (double[]){1, -2, 3, 0.5, 4, -6}, 6, 0);
+    ot_assert_values(b, (double[]){1, -2, 3, 0.5, 4, -6}, 6, 0);
     cr_assert(memcmp(&r, &before, sizeof r) == 0, "the identity drew from the generator");
     cr_assert_eq(ag_backward(t, ag_sum(t, ag_add(t, a, ag_scale(t, b, 2)))), AG_OK);
     assert_grads(x, (double[]){3, 3, 3, 3, 3, 3}, 6, 0);
@@ -1028,43 +928,11 @@ static const char *const mine[] = {"sum_axes", "mean_axes", "min_axis", "prod_ax
                                    "logsumexp", "norm", "layer_norm", "nll_loss", "huber_loss",
                                    "argmax", "argmin", "dropout"};
 
-static bool is_mine(const ref_case *c)
-{
-    for (size_t k = 0; k < c->n; k++)
-        for (size_t j = 0; c->lines[k].kind == REF_STEP && j < sizeof mine / sizeof *mine; j++)
-            if (strcmp(c->lines[k].op, mine[j]) == 0)
-                return true;
-    return false;
-}
-
-static size_t run_file(const char *path, ag_dtype dt, double tol)
-{
-    FILE *f = fopen(path, "rb");
-    cr_assert_not_null(f, "cannot open %s", path);
-    static char text[1 << 22];
-    size_t len = fread(text, 1, sizeof text, f);
-    fclose(f);
-    cr_assert_lt(len, sizeof text);
-    ref_file file;
-    char err[256];
-    cr_assert(ref_parse(text, len, &file, err, sizeof err), "%s: %s", path, err);
-    size_t ran = 0;
-    for (size_t i = 0; i < file.n; i++) {
-        if (!is_mine(&file.cases[i]))
-            continue;
-        ran++;
-        ref_result r = ref_run(&file.cases[i], dt, tol);
-        cr_expect(r.passed, "%s (%s): %s: got %.17g want %.17g", file.cases[i].name, ag_dtype_name(dt), r.what,
-                  r.got, r.want);
-    }
-    ref_free(&file);
-    return ran;
-}
-
 static void run_reference(ag_dtype dt, double tol)
 {
-    size_t more = run_file(TEST_DATA_DIR "/ops-more.txt", dt, tol);
-    size_t extra = run_file(TEST_DATA_DIR "/ops-extra.txt", dt, tol);
+    const size_t n = sizeof mine / sizeof *mine;
+    size_t more = ot_run_reference(TEST_DATA_DIR "/ops-more.txt", mine, n, false, dt, tol);
+    size_t extra = ot_run_reference(TEST_DATA_DIR "/ops-extra.txt", mine, n, false, dt, tol);
     cr_assert_geq(more, 32, "only %zu cases in ops-more.txt", more);
     cr_assert_geq(extra, 9, "only %zu cases in ops-extra.txt", extra);
 }

@@ -9,15 +9,8 @@
 #include <string.h>
 
 #include "autograd.h"
+#include "optest.h"
 #include "refcase.h"
-
-static ag_tensor *leaf(const size_t *shape, size_t rank, const double *v)
-{
-    ag_tensor *x = ag_from_data(AG_F64, shape, rank, v);
-    cr_assert_not_null(x);
-    cr_assert_eq(ag_set_requires_grad(x, true), AG_OK);
-    return x;
-}
 
 static void assert_near(double got, double want, double rel, const char *what)
 {
@@ -36,7 +29,7 @@ Test(second_order, third_derivative_of_x_cubed_sin_x)
 {
     const double points[] = {-2.3, -0.4, 0.7, 1.9, 3.1};
     for (size_t p = 0; p < sizeof points / sizeof points[0]; p++) {
-        ag_tensor *x = leaf(NULL, 0, &points[p]);
+        ag_tensor *x = ot_leaf(AG_F64, NULL, 0, &points[p]);
         ag_tape *t = ag_tape_new();
         ag_tensor *y = ag_mul(t, ag_pow(t, x, 3), ag_sin(t, x)), *d1, *d2, *d3;
         cr_assert_eq(ag_gradients(t, y, 1, &x, &d1, AG_CREATE_GRAPH), AG_OK, "%s", ag_tape_error(t));
@@ -54,7 +47,7 @@ Test(second_order, third_derivative_of_x_cubed_sin_x)
 Test(second_order, gradients_without_a_graph_match_backward)
 {
     const double v[] = {0.3, -1.2, 2.0, 0.5, -0.7, 1.1};
-    ag_tensor *x = leaf(AG_SHAPE(2, 3), v), *w = leaf(AG_SHAPE(3), v + 3);
+    ag_tensor *x = ot_leaf(AG_F64, AG_SHAPE(2, 3), v), *w = ot_leaf(AG_F64, AG_SHAPE(3), v + 3);
     ag_tape *t = ag_tape_new();
     ag_tensor *y = ag_sum(t, ag_mul(t, ag_tanh(t, ag_mul(t, x, w)), ag_exp(t, w)));
     ag_tensor *in[] = {x, w}, *g[2];
@@ -74,7 +67,7 @@ Test(second_order, gradients_without_a_graph_match_backward)
 Test(second_order, hvp_matches_its_closed_form)
 {
     const double xv[] = {0.1, -0.5, 1.3, 0.8}, vv[] = {1.0, -2.0, 0.5, 3.0};
-    ag_tensor *x = leaf(AG_SHAPE(4), xv), *v = ag_from_data(AG_F64, AG_SHAPE(4), vv), *hv;
+    ag_tensor *x = ot_leaf(AG_F64, AG_SHAPE(4), xv), *v = ag_from_data(AG_F64, AG_SHAPE(4), vv), *hv;
     ag_tape *t = ag_tape_new();
     ag_tensor *s = ag_sum(t, x);
     ag_tensor *y = ag_add(t, ag_sum(t, ag_exp(t, x)), ag_mul(t, s, s));
@@ -93,7 +86,7 @@ Test(second_order, hvp_matches_its_closed_form)
 Test(second_order, dense_hessian_matches_its_closed_form)
 {
     const double xv[] = {0.5, -1.5, 2.0};
-    ag_tensor *x = leaf(AG_SHAPE(3), xv), *H;
+    ag_tensor *x = ot_leaf(AG_F64, AG_SHAPE(3), xv), *H;
     ag_tape *t = ag_tape_new();
     ag_tensor *x01 = ag_prod_axis(t, ag_slice(t, x, 0, 0, 2), 0, false);
     ag_tensor *y = ag_add(t, ag_sum(t, ag_pow(t, x, 3)), x01);
@@ -108,7 +101,7 @@ Test(second_order, dense_hessian_matches_its_closed_form)
 Test(second_order, errors_say_what_is_wrong)
 {
     const double xv[] = {1, 2};
-    ag_tensor *x = leaf(AG_SHAPE(2), xv), *c = ag_from_data(AG_F64, AG_SHAPE(2), xv);
+    ag_tensor *x = ot_leaf(AG_F64, AG_SHAPE(2), xv), *c = ag_from_data(AG_F64, AG_SHAPE(2), xv);
     ag_tensor *v3 = ag_zeros(AG_F64, AG_SHAPE(3)), *g, *hv;
     ag_tape *t = ag_tape_new();
     ag_tensor *y = ag_sum(t, ag_mul(t, x, x));
@@ -281,7 +274,7 @@ Test(second_order, refcheck_fails_when_one_hvp_value_is_off)
 Test(second_order, gradients_with_respect_to_op_results)
 {
     const double xv[] = {0.5, -1.0, 2.0};
-    ag_tensor *x = leaf(AG_SHAPE(3), xv), *other = leaf(AG_SHAPE(2), xv);
+    ag_tensor *x = ot_leaf(AG_F64, AG_SHAPE(3), xv), *other = ot_leaf(AG_F64, AG_SHAPE(2), xv);
     for (int graph = 0; graph < 2; graph++) {
         ag_tape *t = ag_tape_new();
         ag_tensor *z = ag_scale(t, x, 3), *y = ag_sum(t, ag_square(t, z));
@@ -302,7 +295,7 @@ Test(second_order, gradients_with_respect_to_op_results)
 Test(second_order, gradients_argument_errors)
 {
     const double xv[] = {1, 2};
-    ag_tensor *x = leaf(AG_SHAPE(2), xv), *g;
+    ag_tensor *x = ot_leaf(AG_F64, AG_SHAPE(2), xv), *g;
     ag_tape *t = ag_tape_new();
     ag_tensor *y = ag_mul(t, x, x);
     cr_assert_eq(ag_gradients(t, y, 1, &x, &g, 0), AG_ERR_SHAPE);
@@ -330,7 +323,7 @@ Test(second_order, gradients_argument_errors)
 Test(second_order, linear_functions_have_zero_second_derivatives)
 {
     const double xv[] = {1, -2, 3}, vv[] = {1, 1, 1};
-    ag_tensor *x = leaf(AG_SHAPE(3), xv), *v = ag_from_data(AG_F64, AG_SHAPE(3), vv), *hv, *H;
+    ag_tensor *x = ot_leaf(AG_F64, AG_SHAPE(3), xv), *v = ag_from_data(AG_F64, AG_SHAPE(3), vv), *hv, *H;
     ag_tape *t = ag_tape_new();
     ag_tensor *y = ag_sum(t, ag_scale(t, x, 4));
     cr_assert_eq(ag_hvp(t, y, 1, &x, &v, &hv), AG_OK, "%s", ag_tape_error(t));
