@@ -8,10 +8,18 @@
  * for n = 1024 and 2048 (or the sizes given on the command line), best of
  * REPS timed repetitions after one untimed warm-up.  OpenBLAS uses its own
  * thread pool; we ask it for 2 threads (the machine's core count) unless
- * OPENBLAS_NUM_THREADS is set, which then wins.
+ * OPENBLAS_NUM_THREADS is set, which then wins.  Before the results it
+ * prints `OPENBLAS_CORE <name>` on stdout: the kernel set OpenBLAS chose
+ * (openblas_get_corename(), e.g. Prescott, Haswell, Zen, SkylakeX), which
+ * OPENBLAS_CORETYPE can force on a DYNAMIC_ARCH build.
+ *
+ * --core prints only that name and exits: run.sh asks it which core
+ * OpenBLAS picks as is and whether it accepts a forced OPENBLAS_CORETYPE
+ * (it falls back to its own choice, quietly, on a name it does not know).
  *
  * Build: cc -O2 -std=c11 bench/gemm_openblas.c -o gemm_openblas -lopenblas
  * Usage: gemm_openblas [--reps N] [n ...]
+ *        gemm_openblas --core
  */
 #define _POSIX_C_SOURCE 199309L
 #include <cblas.h>
@@ -87,6 +95,10 @@ int main(int argc, char **argv)
     int sizes[16];
 
     for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--core") == 0 && argc == 2) {
+            printf("%s\n", openblas_get_corename());
+            return 0;
+        }
         if (strcmp(argv[i], "--reps") == 0 && i + 1 < argc) {
             reps = atoi(argv[++i]);
             if (reps < 1)
@@ -94,7 +106,7 @@ int main(int argc, char **argv)
         } else if (nsizes < 16 && atoi(argv[i]) > 0) {
             sizes[nsizes++] = atoi(argv[i]);
         } else {
-            fprintf(stderr, "usage: %s [--reps N] [n ...]\n", argv[0]);
+            fprintf(stderr, "usage: %s [--reps N] [n ...] | --core\n", argv[0]);
             return 2;
         }
     }
@@ -108,6 +120,8 @@ int main(int argc, char **argv)
     fprintf(stderr, "# gemm_openblas: %s; core %s, %d threads\n",
             openblas_get_config(), openblas_get_corename(),
             openblas_get_num_threads());
+    printf("OPENBLAS_CORE %s\n", openblas_get_corename());
+    fflush(stdout);
     for (int i = 0; i < nsizes; i++)
         bench_size(sizes[i], reps);
     return 0;

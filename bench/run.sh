@@ -2,7 +2,8 @@
 # Benchmark driver: our engine against PyTorch, NumPy, kann and OpenBLAS.
 #
 #   bench/run.sh            full run (about 5 minutes on an idle 2-core box,
-#                           2 more with kann)
+#                           2 more with kann, before the OpenBLAS peers'
+#                           forced-core runs, which about double their share)
 #   bench/run.sh --quick    smoke test (under a minute, half a minute more
 #                           with kann): one round, fewer repetitions, no
 #                           NumPy per-example network, one thread variant
@@ -19,13 +20,32 @@
 #
 # Every program prints `RESULT <who> <workload> <value> <unit>`.  Peers run
 # under `env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE` (those two variables,
-# set on our machines, halve OpenBLAS); nothing is unset for the rest of the
-# script.  PyTorch and NumPy run twice, once as they are and once with
-# OpenBLAS single-threaded (OPENBLAS_NUM_THREADS=1; torch keeps its 2 OpenMP
-# intra-op threads); PyTorch also a third time with 1 intra-op thread and
-# OpenBLAS's 2 (TORCH_THREADS=1), since Debian's torch pairs 2 spinning
+# set on some of our machines, halve OpenBLAS); nothing is unset for the
+# rest of the script.  PyTorch and NumPy run twice, once as they are and once
+# with OpenBLAS single-threaded (OPENBLAS_NUM_THREADS=1; torch keeps its 2
+# OpenMP intra-op threads); PyTorch also a third time with 1 intra-op thread
+# and OpenBLAS's 2 (TORCH_THREADS=1), since Debian's torch pairs 2 spinning
 # OpenMP threads with 2 OpenBLAS threads on our 2 cores.  The best run is
 # reported per workload.  Every -rss workload runs in a process of its own.
+#
+# Peers at their best kernel: a DYNAMIC_ARCH OpenBLAS picks its kernel set
+# ("core") from the CPU's family and model, and one older than the CPU falls
+# back to a slow one (Debian's 0.3.21 on an Emerald Rapids Xeon: Prescott,
+# SSE3, about a fifth of SkylakeX).  So every OpenBLAS-based program (gemm_openblas,
+# NumPy, PyTorch: Debian's calls sgemm_ through libblas.so.3, i.e. OpenBLAS,
+# kann's CBLAS build) runs twice, each thread variant too: as is, and with
+# OPENBLAS_CORETYPE forced to the best core the CPU's feature bits allow
+# (/proc/cpuinfo flags, never the model name, which virtual machines hide):
+# AVX-512 F+BW+DQ+VL: SAPPHIRERAPIDS if amx_tile, COOPERLAKE if avx512_bf16,
+# else SKYLAKEX; AVX2+FMA: HASWELL, then ZEN.  OpenBLAS quietly ignores a
+# name it does not know, so each candidate is tried first (`gemm_openblas
+# --core`) and the first one OpenBLAS reports back running is forced.  Each
+# program prints the core it actually ran (`OPENBLAS_CORE <name>`, from
+# openblas_get_corename() of the OpenBLAS it loaded); the better of the two
+# settings is kept per workload and the table says which won and on what
+# core, e.g. "171.6 (SkylakeX, forced)", with both settings side by side
+# below it.  No AVX2: no forced run.  --quick skips the forced runs when
+# OpenBLAS already picks the forced core as is.
 #
 # kann (github.com/attractivechaos/kann, MIT; C, float only) is not part of
 # this repository: KANN_DIR names a directory holding its kann.c, kann.h,
@@ -44,9 +64,17 @@
 # for idle CPUs, and flags (†) the results of any program during which other
 # processes took more than a tenth of a core.
 #
+# The table's header names the CPU (model name, vendor, family/model
+# numbers), its vector ISA (from the flags) and the GEMM kernel our dispatch
+# chose: run.sh compiles a two-line program against $BUILD_DIR/libautograd.a
+# calling the ag_*kernel_name(void) that autograd/autograd.h (or
+# autograd/kernels/exec.h) declares; OURS_KERNEL, if set, is printed instead.
+#
 # Environment: BUILD_DIR (default build-release), OURS_BIN (default
 # $BUILD_DIR/bench/bench), PYTHON (default /usr/bin/python3, Debian's: the
-# pyenv python3 on PATH has no torch), IDLE_WAIT, KANN_DIR.
+# pyenv python3 on PATH has no torch), IDLE_WAIT, KANN_DIR, OURS_KERNEL,
+# FORCE_CORETYPE (the core to force instead of the one the flags pick;
+# "none": no forced runs).
 set -u
 cd "$(dirname "$0")/.." || exit 1
 
@@ -104,6 +132,62 @@ GEMM=$BUILD/gemm_openblas
 log "cc -O2 bench/gemm_openblas.c -> $GEMM"
 cc -O2 -std=c11 -Wall bench/gemm_openblas.c -o "$GEMM" -lopenblas >&2 \
     || { log "gemm_openblas: compile failed"; GEMM=""; }
+
+# ---- (b'') the OpenBLAS core to force ---------------------------------------
+# From the CPU's feature bits (see the top): the candidates, best first; the
+# first one OpenBLAS reports back running when asked to force it wins.
+FLAGS=$(grep -m1 '^flags' /proc/cpuinfo)
+has() { local f; for f; do case " ${FLAGS#*:} " in *" $f "*) ;; *) return 1 ;; esac; done; }
+core_of() { # core_of [CORETYPE]: the core OpenBLAS runs under PEER_ENV (and CORETYPE)
+    local set=()
+    [ -n "${1:-}" ] && set=(OPENBLAS_CORETYPE="$1")
+    if [ -n "$GEMM" ]; then
+        "${PEER_ENV[@]}" "${set[@]}" "$GEMM" --core 2>/dev/null
+    else
+        "${PEER_ENV[@]}" "${set[@]}" "$PY" -c 'import ctypes
+l = ctypes.CDLL("libopenblas.so.0"); l.openblas_get_corename.restype = ctypes.c_char_p
+print(l.openblas_get_corename().decode())' 2>/dev/null
+    fi
+}
+CORE_CANDIDATES=()
+CORE_WHY="no AVX2+FMA in the CPU flags"
+if has avx512f avx512bw avx512dq avx512vl; then
+    CORE_WHY="avx512f+avx512bw+avx512dq+avx512vl"
+    has amx_tile && CORE_CANDIDATES+=(SAPPHIRERAPIDS) && CORE_WHY="$CORE_WHY+amx_tile"
+    has avx512_bf16 && CORE_CANDIDATES+=(COOPERLAKE) && CORE_WHY="$CORE_WHY+avx512_bf16"
+    CORE_CANDIDATES+=(SKYLAKEX)
+fi
+if has avx2 fma; then
+    [ ${#CORE_CANDIDATES[@]} = 0 ] && CORE_WHY="avx2+fma, no AVX-512"
+    CORE_CANDIDATES+=(HASWELL ZEN)
+fi
+if [ -n "${FORCE_CORETYPE:-}" ]; then
+    CORE_WHY="FORCE_CORETYPE=$FORCE_CORETYPE"
+    CORE_CANDIDATES=()
+    [ "$FORCE_CORETYPE" = none ] || CORE_CANDIDATES=("$FORCE_CORETYPE")
+fi
+ASIS_CORE=$(core_of)
+ASIS_CORE=${ASIS_CORE:-unknown}
+FORCE_CORE="" FORCE_NAME="" CORE_TRIED=""
+for c in "${CORE_CANDIDATES[@]}"; do
+    got=$(core_of "$c")
+    if [ -n "$got" ] && [ "${got,,}" = "${c,,}" ]; then
+        FORCE_CORE=$c FORCE_NAME=$got
+        CORE_TRIED="$CORE_TRIED${CORE_TRIED:+, }$c: runs $got"
+        break
+    fi
+    CORE_TRIED="$CORE_TRIED${CORE_TRIED:+, }$c: not taken (runs ${got:-?})"
+done
+log "OpenBLAS core as is: $ASIS_CORE; flags: $CORE_WHY; tried: ${CORE_TRIED:-nothing}"
+FORCE_RUNS=0
+if [ -z "$FORCE_CORE" ]; then
+    log "no OPENBLAS_CORETYPE to force: OpenBLAS peers run as is only"
+elif [ "$QUICK" = 1 ] && [ "${ASIS_CORE,,}" = "${FORCE_NAME,,}" ]; then
+    log "--quick: OpenBLAS runs $ASIS_CORE as is already; no forced runs"
+else
+    FORCE_RUNS=1
+    log "OpenBLAS peers run twice: as is ($ASIS_CORE) and OPENBLAS_CORETYPE=$FORCE_CORE"
+fi
 
 # ---- (b') kann, if we have its sources -------------------------------------
 # Flags from kann's Makefile (CFLAGS -O2, CPPFLAGS -DHAVE_PTHREAD, LIBS
@@ -163,11 +247,12 @@ child_cpu() { # CHILD_CPU = CPU seconds used so far by this shell's children
                                print u[1] * 60 + u[2] + s[1] * 60 + s[2] }' "$LOGS/.times")
 }
 
-# run <variant> <logname> command...: keeps its RESULT lines, tagged with the
-# variant (and a * when the machine was busy), in $RAW; everything else goes
-# to $LOGS/<logname>.log.
+# run <threads>/<setting> <logname> command...: keeps its RESULT lines in
+# $RAW, tagged <threads>/<setting>/<core> (the core from the program's
+# OPENBLAS_CORE line, - if none) and a * when the machine was busy;
+# everything else goes to $LOGS/<logname>.log.
 run() {
-    local variant=$1 name=$2 status b0 c0 t0 b1 c1 t1 others
+    local variant=$1 name=$2 status b0 c0 t0 b1 c1 t1 others core
     shift 2
     wait_idle
     log "$name: $*"
@@ -184,7 +269,21 @@ run() {
         echo "$name: other processes used $others of a core" >> "$LOGS/busy.txt"
         variant="$variant*"
     fi
-    grep '^RESULT ' "$LOGS/$name.out" | sed "s/^/$variant /" | tee -a "$RAW" >&2
+    core=$(sed -n 's/^OPENBLAS_CORE \([A-Za-z0-9_.-]*\).*/\1/p' "$LOGS/$name.out" | head -1)
+    variant="${variant%\*}/${core:--}${variant##*[!*]}"
+    grep '^RESULT ' "$LOGS/$name.out" | sed "s|^|$variant |" | tee -a "$RAW" >&2
+    return 0
+}
+
+# peer <threads> <logname> [NAME=VALUE...] command...: an OpenBLAS-based
+# peer, run as is and (when there is a core to force) again with
+# OPENBLAS_CORETYPE forced, right after, under the same conditions.
+peer() {
+    local threads=$1 name=$2
+    shift 2
+    run "$threads/asis" "$name" "${PEER_ENV[@]}" "$@"
+    [ "$FORCE_RUNS" = 1 ] &&
+        run "$threads/forced" "$name-forced" "${PEER_ENV[@]}" OPENBLAS_CORETYPE="$FORCE_CORE" "$@"
     return 0
 }
 
@@ -195,6 +294,28 @@ if [ -n "$OURS_NOTE" ] || [ ! -x "$OURS_BIN" ]; then
     OURS_NOTE=${OURS_NOTE:-not built}
     OURS_OK=0
 fi
+
+# The GEMM kernel our dispatch chose, for the header: from the library's
+# ag_*kernel_name(void) where autograd.h or kernels/exec.h declares one.
+OURS_KERNEL=${OURS_KERNEL:-}
+if [ -z "$OURS_KERNEL" ] && [ "$OURS_OK" = 1 ]; then
+    for h in autograd/autograd.h autograd/kernels/exec.h; do
+        fn=$(grep -ohE '\bag_[a-z0-9_]*kernel_name[ ]*\([ ]*void[ ]*\)' "$h" 2>/dev/null |
+             head -1 | sed 's/[ ]*(.*//')
+        [ -n "$fn" ] || continue
+        printf '#include "%s"\n#include <stdio.h>\nint main(void) { puts(%s()); return 0; }\n' \
+            "$PWD/$h" "$fn" > "$BUILD/kernel_name.c"
+        if cc -std=c11 -I autograd -I "$(dirname "$h")" "$BUILD/kernel_name.c" "$BUILD/libautograd.a" \
+               -o "$BUILD/kernel_name" -lm -lpthread >&2; then
+            OURS_KERNEL="$("$BUILD/kernel_name") (${fn}())"
+        fi
+        break
+    done
+fi
+# TODO(issue 12): until the library declares an ag_*kernel_name(void) (the
+# GEMM work adds one), the header can only show OURS_KERNEL from the caller.
+[ -n "$OURS_KERNEL" ] || OURS_KERNEL="not reported (no ag_*kernel_name() in autograd.h or kernels/exec.h; set OURS_KERNEL)"
+log "our kernel: $OURS_KERNEL"
 if [ "$QUICK" = 1 ]; then
     NP=(W1-f32 W1-f64 W2-f32)
     NP_RSS=(W1-f32-rss W2-f32-rss)
@@ -209,53 +330,49 @@ fi
 # vCPUs, it seems), so one sample each would mostly measure luck.
 for ((r = 1; r <= ROUNDS; r++)); do
     log "round $r of $ROUNDS"
-    [ "$OURS_OK" = 1 ] && run - "ours-r$r" "$OURS_BIN"
+    [ "$OURS_OK" = 1 ] && run def/- "ours-r$r" "$OURS_BIN"
     if [ -n "$GEMM" ]; then
         if [ "$QUICK" = 1 ]; then
-            run - "openblas-r$r" "${PEER_ENV[@]}" "$GEMM" --reps 2
+            peer def "openblas-r$r" "$GEMM" --reps 2
         else
-            run - "openblas-r$r" "${PEER_ENV[@]}" "$GEMM"
+            peer def "openblas-r$r" "$GEMM"
         fi
     fi
-    run asis "torch-r$r" "${PEER_ENV[@]}" "$PY" bench/peers/torch_peer.py "${QFLAG[@]}" "${TIMING[@]}"
+    peer def "torch-r$r" "$PY" bench/peers/torch_peer.py "${QFLAG[@]}" "${TIMING[@]}"
     if [ "$QUICK" = 0 ]; then
-        run ob1 "torch-ob1-r$r" "${PEER_ENV[@]}" "${OB1[@]}" \
-            "$PY" bench/peers/torch_peer.py "${TIMING[@]}"
-        run t1 "torch-t1-r$r" "${PEER_ENV[@]}" "${T1[@]}" \
-            "$PY" bench/peers/torch_peer.py "${TIMING[@]}"
+        peer ob1 "torch-ob1-r$r" "${OB1[@]}" "$PY" bench/peers/torch_peer.py "${TIMING[@]}"
+        peer t1 "torch-t1-r$r" "${T1[@]}" "$PY" bench/peers/torch_peer.py "${TIMING[@]}"
     fi
-    run asis "numpy-r$r" "${PEER_ENV[@]}" "$PY" bench/peers/numpy_peer.py "${NP[@]}"
-    [ "$QUICK" = 1 ] || run ob1 "numpy-ob1-r$r" "${PEER_ENV[@]}" "${OB1[@]}" \
-        "$PY" bench/peers/numpy_peer.py "${NP[@]}"
+    peer def "numpy-r$r" "$PY" bench/peers/numpy_peer.py "${NP[@]}"
+    [ "$QUICK" = 1 ] || peer ob1 "numpy-ob1-r$r" "${OB1[@]}" "$PY" bench/peers/numpy_peer.py "${NP[@]}"
     if [ -n "$KANN_BIN" ]; then
-        run asis "kann-r$r" "${PEER_ENV[@]}" "$KANN_BIN" W1-f32 W2-f32
-        [ "$QUICK" = 1 ] || run kmt2 "kann-mt2-r$r" "${PEER_ENV[@]}" "$KANN_BIN" --threads 2 W1-f32 W2-f32
+        # kann's own sgemm: no OpenBLAS in the process, one setting
+        run def/- "kann-r$r" "${PEER_ENV[@]}" "$KANN_BIN" W1-f32 W2-f32
+        [ "$QUICK" = 1 ] || run kmt2/- "kann-mt2-r$r" "${PEER_ENV[@]}" "$KANN_BIN" --threads 2 W1-f32 W2-f32
         [ "$QUICK" = 1 ] || [ -z "$KANN_CBLAS_BIN" ] ||
-            run cblas "kann-cblas-r$r" "${PEER_ENV[@]}" "$KANN_CBLAS_BIN" W1-f32 W2-f32
+            peer cblas "kann-cblas-r$r" "$KANN_CBLAS_BIN" W1-f32 W2-f32
     fi
 done
 
 # Peak RSS: once, each workload in a process of its own.
 if [ "$OURS_OK" = 1 ]; then
-    run - ours-W1-f32-rss "$OURS_BIN" W1-f32-rss
-    run - ours-W2-f32-rss "$OURS_BIN" W2-f32-rss
+    run def/- ours-W1-f32-rss "$OURS_BIN" W1-f32-rss
+    run def/- ours-W2-f32-rss "$OURS_BIN" W2-f32-rss
 fi
 for w in W1-f32-rss W2-f32-rss; do
-    run asis "torch-$w" "${PEER_ENV[@]}" "$PY" bench/peers/torch_peer.py "$w"
-    [ "$QUICK" = 1 ] || run ob1 "torch-ob1-$w" "${PEER_ENV[@]}" "${OB1[@]}" \
-        "$PY" bench/peers/torch_peer.py "$w"
-    [ "$QUICK" = 1 ] || run t1 "torch-t1-$w" "${PEER_ENV[@]}" "${T1[@]}" \
-        "$PY" bench/peers/torch_peer.py "$w"
+    peer def "torch-$w" "$PY" bench/peers/torch_peer.py "$w"
+    [ "$QUICK" = 1 ] || peer ob1 "torch-ob1-$w" "${OB1[@]}" "$PY" bench/peers/torch_peer.py "$w"
+    [ "$QUICK" = 1 ] || peer t1 "torch-t1-$w" "${T1[@]}" "$PY" bench/peers/torch_peer.py "$w"
 done
 for w in "${NP_RSS[@]}"; do
-    run asis "numpy-$w" "${PEER_ENV[@]}" "$PY" bench/peers/numpy_peer.py "$w"
+    peer def "numpy-$w" "$PY" bench/peers/numpy_peer.py "$w"
 done
 if [ -n "$KANN_BIN" ]; then
     for w in W1-f32-rss W2-f32-rss; do
-        run asis "kann-$w" "${PEER_ENV[@]}" "$KANN_BIN" "$w"
-        [ "$QUICK" = 1 ] || run kmt2 "kann-mt2-$w" "${PEER_ENV[@]}" "$KANN_BIN" --threads 2 "$w"
+        run def/- "kann-$w" "${PEER_ENV[@]}" "$KANN_BIN" "$w"
+        [ "$QUICK" = 1 ] || run kmt2/- "kann-mt2-$w" "${PEER_ENV[@]}" "$KANN_BIN" --threads 2 "$w"
         [ "$QUICK" = 1 ] || [ -z "$KANN_CBLAS_BIN" ] ||
-            run cblas "kann-cblas-$w" "${PEER_ENV[@]}" "$KANN_CBLAS_BIN" "$w"
+            peer cblas "kann-cblas-$w" "$KANN_CBLAS_BIN" "$w"
     done
 fi
 
@@ -264,20 +381,20 @@ END_LOAD=$(load1)
 # ---- (d) the table ----------------------------------------------------------
 CPU=$(lscpu 2>/dev/null | sed -n 's/^Model name: *//p' | head -1)
 [ -n "$CPU" ] || CPU=$(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -1)
-FLAGS=$(grep -m1 '^flags' /proc/cpuinfo)
-SIMD=""
-for f in avx2 fma avx512f; do
-    case " $FLAGS " in *" $f "*) SIMD="$SIMD ${f^^}" ;; esac
-done
+cpuinfo() { sed -n "s/^$1\s*: //p" /proc/cpuinfo | head -1; }
+CPU_ID="$(cpuinfo vendor_id), family $(cpuinfo 'cpu family') model $(cpuinfo model) stepping $(cpuinfo stepping)"
 TORCH_V=$("$PY" -c 'import torch; print(torch.__version__)' 2>/dev/null)
 NUMPY_V=$("$PY" -c 'import numpy; print(numpy.__version__)' 2>/dev/null)
 
 OUT=bench/results.md
-RUN_DATE=$(date '+%Y-%m-%d %H:%M:%S %Z') CPU="$CPU" SIMD="$SIMD" NCPU=$(nproc) \
-QUICK=$QUICK ROUNDS=$ROUNDS OURS_NOTE="$OURS_NOTE" TORCH_V="$TORCH_V" NUMPY_V="$NUMPY_V" \
+RUN_DATE=$(date '+%Y-%m-%d %H:%M:%S %Z') CPU="$CPU" CPU_ID="$CPU_ID" FLAGS="$FLAGS" NCPU=$(nproc) \
+QUICK=$QUICK ROUNDS=$ROUNDS OURS_NOTE="$OURS_NOTE" OURS_KERNEL="$OURS_KERNEL" \
+TORCH_V="$TORCH_V" NUMPY_V="$NUMPY_V" \
 START_LOAD="$START_LOAD" END_LOAD="$END_LOAD" \
 KANN_NOTE="$KANN_NOTE" KANN_V="$KANN_V" KANN_DIR="$KANN_DIR" KANN_CBLAS="${KANN_CBLAS_BIN:+1}" \
 KANN_CFLAGS="${KANN_CFLAGS[*]}" \
+ASIS_CORE="$ASIS_CORE" FORCE_CORE="$FORCE_CORE" FORCE_NAME="$FORCE_NAME" FORCE_RUNS="$FORCE_RUNS" \
+CORE_WHY="$CORE_WHY" CORE_TRIED="$CORE_TRIED" \
 CALLER_CORETYPE="${OPENBLAS_CORETYPE-<unset>}" CALLER_L2="${OPENBLAS_L2_SIZE-<unset>}" \
 COMMIT=$(git rev-parse --short HEAD 2>/dev/null; git diff --quiet HEAD 2>/dev/null || echo "+dirty") \
 "$PY" - "$RAW" "$LOGS" > "$OUT" <<'EOF'
@@ -286,22 +403,29 @@ import os, sys
 WORK = ["W1-f32", "W1-f64", "W2-f32", "W3", "W4-1024-fwd", "W4-1024-bwd",
         "W4-2048-fwd", "W4-2048-bwd", "W1-f32-rss", "W2-f32-rss"]
 PEERS = ["torch", "numpy-perexample", "numpy-batch", "kann", "openblas"]
-MARK = {"ob1": "¹", "t1": "²", "kmt2": "³", "cblas": "⁴"}  # variant -> table mark
+MARK = {"ob1": "¹", "t1": "²", "kmt2": "³", "cblas": "⁴"}  # thread variant -> table mark
 
-best = {}     # (who, workload) -> (value, unit, variant)
+# RAW lines: "<threads>/<setting>/<core>[*] RESULT <who> <workload> <value> <unit>",
+# setting asis, forced or - (no OpenBLAS), core as the program reported it.
+best = {}     # (who, workload) -> (value, unit, threads, setting, core, busy)
+by_set = {}   # (who, workload, setting) -> the same, best under that setting
 for line in open(sys.argv[1]):
     f = line.split()
     if len(f) != 6 or f[1] != "RESULT":
         continue
-    variant, _, who, work, value, unit = f
+    tag, _, who, work, value, unit = f
     try:
         v = float(value)
     except ValueError:
         continue
+    busy = tag.endswith("*")
+    threads, setting, core = (tag.rstrip("*").split("/") + ["-", "-"])[:3]
+    rec = (v, unit, threads, setting, core, busy)
     lower_better = work.endswith("-rss")
-    old = best.get((who, work))
-    if old is None or (v < old[0] if lower_better else v > old[0]):
-        best[(who, work)] = (v, unit, variant)
+    for table, key in ((best, (who, work)), (by_set, (who, work, setting))):
+        old = table.get(key)
+        if old is None or (v < old[0] if lower_better else v > old[0]):
+            table[key] = rec
     if work not in WORK:
         WORK.append(work)
 
@@ -310,17 +434,51 @@ def fmt(v):
         return f"{v:,.0f}"
     return f"{v:.3g}" if v < 10 else f"{v:.1f}"
 
+def core_tag(r, style=" ({})"):
+    """' (SkylakeX, forced)' / ' (Zen, as is)' for an OpenBLAS run, else ''."""
+    if r[3] not in ("asis", "forced"):
+        return ""
+    core = r[4] if r[4] not in ("-", "none") else "no OpenBLAS loaded"
+    return style.format(f"{core}, {'forced' if r[3] == 'forced' else 'as is'}")
+
 e = os.environ
+flags = set(e["FLAGS"].split(":", 1)[-1].split())
+def named(pairs):
+    return [n for f, n in pairs if f in flags]
+isa = named([("sse4_2", "SSE4.2"), ("avx", "AVX"), ("avx2", "AVX2"), ("fma", "FMA")])
+a512 = named([("avx512f", "F"), ("avx512cd", "CD"), ("avx512bw", "BW"), ("avx512dq", "DQ"),
+              ("avx512vl", "VL"), ("avx512ifma", "IFMA"), ("avx512vbmi", "VBMI"),
+              ("avx512_vbmi2", "VBMI2"), ("avx512_vnni", "VNNI"), ("avx512_bf16", "BF16"),
+              ("avx512_fp16", "FP16")])
+amx = named([("amx_tile", "TILE"), ("amx_bf16", "BF16"), ("amx_int8", "INT8")])
+if a512:
+    isa.append("AVX-512 " + "/".join(a512))
+if amx:
+    isa.append("AMX " + "/".join(amx))
+
 print("# Benchmark results" + (" (--quick smoke run: not for quoting)" if e["QUICK"] == "1" else ""))
 print()
 print(f"- date: {e['RUN_DATE']}, commit {e['COMMIT'].replace(chr(10), '')}")
-print(f"- CPU: {e['CPU']}, {e['NCPU']} logical CPUs,{e['SIMD']}")
+print(f"- CPU: {e['CPU']} ({e['CPU_ID']}), {e['NCPU']} logical CPUs")
+print(f"- vector ISA (/proc/cpuinfo flags): {', '.join(isa) or 'none of SSE4.2/AVX/AVX2/FMA/AVX-512'}")
+print(f"- our GEMM kernel (dispatch): {e['OURS_KERNEL']}")
+if e["FORCE_CORE"]:
+    forced = (f"OPENBLAS_CORETYPE={e['FORCE_CORE']} (from {e['CORE_WHY']}; tried {e['CORE_TRIED']})")
+    runs = ("every OpenBLAS-based program ran as is and with " + forced + ", better kept per workload"
+            if e["FORCE_RUNS"] == "1" else
+            f"forced core {e['FORCE_NAME']} is what OpenBLAS picks as is: no forced runs (--quick)")
+else:
+    runs = (f"no core to force ({e['CORE_WHY']}; tried {e['CORE_TRIED'] or 'nothing'}):"
+            " OpenBLAS-based programs ran as is only")
+print(f"- OpenBLAS core as is: {e['ASIS_CORE']}; {runs}")
 print(f"- timings: best of {e['ROUNDS']} round(s) of every program (and, for the peers,"
-      " of their thread variants below); peak RSS: one process per workload")
+      " of their thread variants and OpenBLAS core settings below); peak RSS: one process per workload")
 print(f"- load average (1 min) at start {e['START_LOAD']}, at end {e['END_LOAD']}")
 print(f"- ours: build-release (meson --buildtype=release), its own thread settings"
       + (f"; {e['OURS_NOTE']}" if e["OURS_NOTE"] else ""))
-print(f"- torch {e['TORCH_V']}: OpenMP intra-op threads, OpenBLAS as BLAS; best of three runs:"
+print(f"- torch {e['TORCH_V']}: OpenMP intra-op threads; its matmuls in OpenBLAS where it is Debian's"
+      " (BLAS_INFO=generic: sgemm_ through libblas.so.3, see the processes' notes below);"
+      " best of three thread set-ups:"
       " set_num_threads(2) with OpenBLAS's 2 threads (as is), set_num_threads(2) with"
       " OPENBLAS_NUM_THREADS=1 (marked ¹), set_num_threads(1) with OpenBLAS's 2 threads (marked ²)")
 print(f"- numpy {e['NUMPY_V']}: OpenBLAS, as is and with OPENBLAS_NUM_THREADS=1 (¹), better kept;"
@@ -334,8 +492,10 @@ else:
           + ("" if e["QUICK"] == "1" else ", kann_mt with 2 threads (³)"
              + (", built with -DHAVE_CBLAS on OpenBLAS's cblas_sgemm (⁴)" if e["KANN_CBLAS"] else "")))
 print("- openblas: cblas_sgemm, 2 threads (openblas_set_num_threads)")
-print(f"- peers ran with OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset (caller had"
-      f" {e['CALLER_CORETYPE']} / {e['CALLER_L2']})")
+print(f"- peers ran with OPENBLAS_CORETYPE (but for the forced runs) and OPENBLAS_L2_SIZE unset"
+      f" (caller had {e['CALLER_CORETYPE']} / {e['CALLER_L2']})")
+print("- a peer's cell says in brackets the OpenBLAS core of its kept run and whether that"
+      " was as is or forced")
 print("- throughput: higher is better, ratio = ours / best peer (> 1: we are faster);"
       " rss: peak resident KiB, lower is better, ratio = best peer / ours (> 1: we use less)")
 print()
@@ -346,23 +506,40 @@ for work in WORK:
     units = {best[k][1] for k in best if k[1] == work}
     row = [work, "/".join(sorted(units)) or "-"]
     ours = best.get(("ours", work))
-    row.append((fmt(ours[0]) + ("†" if ours[2].endswith("*") else "")) if ours else "-")
+    row.append((fmt(ours[0]) + ("†" if ours[5] else "")) if ours else "-")
     peer_vals = []
     for p in PEERS:
         r = best.get((p, work))
         if r is None:
             row.append("-")
             continue
-        peer_vals.append((r[0], p))
-        row.append(fmt(r[0]) + MARK.get(r[2].rstrip("*"), "")
-                   + ("†" if r[2].endswith("*") else ""))
+        peer_vals.append((r[0], p, r))
+        row.append(fmt(r[0]) + MARK.get(r[2], "") + ("†" if r[5] else "") + core_tag(r))
     if ours and ours[0] > 0 and peer_vals:
-        bv, bp = (min if rss else max)(peer_vals)
+        bv, bp, br = (min if rss else max)(peer_vals, key=lambda t: t[0])
         ratio = (bv / ours[0]) if rss else (ours[0] / bv)
-        row.append(f"{ratio:.2f}× ({bp})")
+        row.append(f"{ratio:.2f}× ({bp}{core_tag(br, ', {}')})")
     else:
         row.append("-")
     print("| " + " | ".join(row) + " |")
+
+# Both OpenBLAS settings side by side, for every program that ran both.
+pairs = sorted({(k[0], k[1]) for k in by_set if k[2] == "forced"},
+               key=lambda t: (PEERS.index(t[0]) if t[0] in PEERS else 99, WORK.index(t[1])))
+if pairs:
+    print()
+    print(f"OpenBLAS as is vs OPENBLAS_CORETYPE={e['FORCE_CORE']} (each the best of its thread"
+          " variants; [core] as the process reported it):")
+    print()
+    print("| peer | workload | unit | as is | forced | kept |")
+    print("|---|---|---|---:|---:|---|")
+    for who, work in pairs:
+        a, f_ = by_set.get((who, work, "asis")), by_set.get((who, work, "forced"))
+        cell = lambda r: ("-" if r is None else
+                          f"{fmt(r[0])}{MARK.get(r[2], '')}{'†' if r[5] else ''} [{r[4]}]")
+        kept = best[(who, work)][3]
+        print(f"| {who} | {work} | {best[(who, work)][1]} | {cell(a)} | {cell(f_)} |"
+              f" {'forced' if kept == 'forced' else 'as is'} |")
 
 busy = os.path.join(sys.argv[2], "busy.txt")
 if os.path.exists(busy):
@@ -381,12 +558,11 @@ for name in sorted(os.listdir(sys.argv[2])):
                 notes.append(line[2:].strip())
 if notes:
     print()
-    print("Peer processes reported:")
+    print("Processes reported:")
     print()
     for n in notes:
         print(f"- {n}")
 EOF
-
 echo
 cat "$OUT"
 log "written $OUT (raw RESULT lines: $RAW)"

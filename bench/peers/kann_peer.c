@@ -29,6 +29,11 @@
  * -DHAVE_PTHREAD; otherwise kann_mt does nothing).  --quick is accepted for
  * the other peers' command line and changes nothing.
  *
+ * Built with -DHAVE_CBLAS (kann's sgemm replaced by OpenBLAS's cblas_sgemm),
+ * it prints `OPENBLAS_CORE <name>` on stdout before its results: the
+ * kernel set OpenBLAS chose (openblas_get_corename()), which run.sh files
+ * the results under.
+ *
  * kann (MIT licence) is not part of this repository: compile this file with
  * a kann checkout's kann.c and kautodiff.c (run.sh does, given KANN_DIR).
  */
@@ -40,6 +45,10 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <time.h>
+
+#ifdef HAVE_CBLAS
+char *openblas_get_corename(void); /* OpenBLAS's, beside its cblas_sgemm */
+#endif
 
 #ifndef KANN_BUILD /* how kann was compiled, for the note; run.sh defines it */
 #define KANN_BUILD "build flags not recorded"
@@ -195,6 +204,11 @@ int main(int argc, char **argv)
     }
     fprintf(stderr, "# kann %s (kautodiff %s), %s: %d thread(s)%s\n", KANN_VERSION, KAD_VERSION,
             KANN_BUILD, n_threads, n_threads > 1 ? " via kann_mt, each mini-batch split" : "");
+#ifdef HAVE_CBLAS
+    fprintf(stderr, "# kann's CBLAS build: OpenBLAS core %s\n", openblas_get_corename());
+    printf("OPENBLAS_CORE %s\n", openblas_get_corename());
+    fflush(stdout);
+#endif
     for (int i = 0; i < n_work; i++) {
         int rss = strstr(work[i], "-rss") != NULL;
         run(strncmp(work[i], "W1", 2) == 0 ? &W1 : &W2, n_threads, rss);

@@ -22,9 +22,17 @@ as zero_grad() does by default since 2.0); the data are synthetic, seeded
 and built before timing.  TORCH_THREADS (default 2) sets the intra-op
 thread count.
 
+Its BLAS: Debian's torch is built with BLAS_INFO=generic and calls sgemm_
+through libblas.so.3, which Debian's alternatives point at OpenBLAS (its
+fp32 matmuls and linear layers run there, not in oneDNN), so run.sh runs it
+as an OpenBLAS-based peer: as is and with OPENBLAS_CORETYPE forced.  The
+process prints `OPENBLAS_CORE <name>` (the kernel set OpenBLAS chose) before
+its results, and its BLAS_INFO on stderr.
+
 Always run it with Debian's /usr/bin/python3 (the one that has torch).
 """
 import os
+import re
 import resource
 import sys
 import time
@@ -193,6 +201,18 @@ ALL = ["W1-f32", "W1-f64", "W2-f32", "W3", "W4-1024", "W4-2048"]
 RSS = ["W1-f32-rss", "W2-f32-rss"]
 
 
+def torch_blas():
+    """The BLAS torch was built against, from torch.__config__.show():
+    Debian's torch says BLAS_INFO=generic (it calls sgemm_ through
+    libblas.so.3, which Debian's alternatives point at OpenBLAS, so
+    OPENBLAS_CORETYPE reaches its matmuls); pip's wheels say mkl."""
+    try:
+        m = re.search(r"\bBLAS_INFO=([^,\s]+)", torch.__config__.show())
+    except Exception:
+        m = None
+    return f"built with BLAS_INFO={m.group(1)}" if m else "BLAS_INFO not reported"
+
+
 def main(argv):
     quick = "--quick" in argv
     work = [a for a in argv if a != "--quick"] or ALL
@@ -205,8 +225,8 @@ def main(argv):
     torch.set_num_threads(int(os.environ.get("TORCH_THREADS", "2")))
     reps = 2 if quick else 5
     print(f"# torch {torch.__version__}: {torch.get_num_threads()} intra-op threads, "
-          f"{torch.get_num_interop_threads()} inter-op threads; {openblas_info()}",
-          file=sys.stderr)
+          f"{torch.get_num_interop_threads()} inter-op threads; {torch_blas()}; "
+          f"{openblas_info()}", file=sys.stderr)
     for w in work:
         if w == "W1-f32":
             result(w, w1(torch.float32), "ex/s")
