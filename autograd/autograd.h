@@ -210,11 +210,13 @@ bool ag_tape_set_checked(ag_tape *t, bool on);
  * ("" if none). A NULL tape reports AG_ERR_NULL. */
 ag_status ag_tape_status(const ag_tape *t);
 const char *ag_tape_error(const ag_tape *t);
-/* Threads the tape's large ops (GEMM, elementwise passes over more than
- * 16k elements) may use: n (at most 1024), or with n == 0 (the default)
- * one per CPU this process may run on (its affinity mask on Linux, else
- * the online CPUs). Results are bitwise the same for any count. The
- * threads start with the first op big enough to split. */
+/* Threads the tape's large ops may use: n (at most 1024), or with n == 0
+ * (the default) one per physical core this process may run on (its
+ * affinity mask on Linux, hyperthread siblings counted once; else the
+ * online CPUs). An op takes one thread per 16k elements of work (GEMM per
+ * its own grain), at most these, so small ops stay on the calling thread.
+ * Results are bitwise the same for any count. The threads start with the
+ * first op big enough to split. */
 void ag_tape_set_threads(ag_tape *t, size_t n);
 /* The threads the tape's ops run on, the caller included: the pool's size
  * once started (1 if it could not start), before that the count it will
@@ -280,9 +282,9 @@ ag_status ag_tape_dot(const ag_tape *t, FILE *out);
 void *ag_alloc(size_t n);
 /* Frees p (from ag_alloc, n bytes) through the hook. NULL is a no-op. */
 void ag_free(void *p, size_t n);
-/* Calls fn(ctx, lo, hi) on chunks that together cover [0, n) once: spread
- * over t's threads when n is 16k or more, else one call fn(ctx, 0, n) on the
- * calling thread (also when t is NULL). For layers built on the engine
+/* Calls fn(ctx, lo, hi) on chunks that together cover [0, n) once: one
+ * thread per 16k of n, at most t's threads; below 32k one call
+ * fn(ctx, 0, n) on the calling thread (also when t is NULL). For layers built on the engine
  * (nn's optimizer step uses it); fn must write only its own chunk's outputs,
  * so that the result does not depend on the threads. */
 typedef void (*ag_range_fn)(void *ctx, size_t lo, size_t hi);
