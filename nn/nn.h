@@ -234,8 +234,10 @@ ag_status nn_optim_set_lr(nn_optim *opt, double lr);
 /* Steps taken so far (refused steps do not count). */
 size_t nn_optim_steps(const nn_optim *opt);
 /* The gradients' global L2 norm measured by the last step, before any
- * clipping (also by a refused step: then NaN or Inf); NaN before the first
- * step or for NULL. */
+ * clipping (also by a refused step: then NaN or Inf). It is measured only
+ * when clip_norm is set (without clipping a step only checks that the
+ * gradients are finite, a cheaper pass): NaN otherwise, before the first
+ * step, or for NULL. */
 double nn_optim_grad_norm(const nn_optim *opt);
 
 /* Learning-rate schedules, by epoch e from 0 (PyTorch's StepLR and
