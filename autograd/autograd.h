@@ -225,6 +225,14 @@ size_t ag_tape_threads(const ag_tape *t);
 /* Number of records on the tape. */
 size_t ag_tape_size(const ag_tape *t);
 
+/* The matrix-product kernels this process runs, as a static string: the
+ * vector instruction set and the register tiles (rows x columns of C),
+ * e.g. "avx512 (f32 14x32, f64 14x16)". The set is the best the CPU and
+ * its OS support (portable, avx2 = AVX2 + FMA, avx512 = x86-64-v4), chosen
+ * once from the CPU's feature bits; the environment variable
+ * AG_ISA=portable, avx2 or avx512, read then, caps it. */
+const char *ag_kernel_name(void);
+
 /* Backpropagates from y, which must have one element, with seed 1: every
  * tensor that requires grad and that y depends on gets += dy/dx. Grads
  * accumulate across calls until zeroed (ag_zero_grad). Returns the tape's

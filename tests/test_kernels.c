@@ -1,13 +1,21 @@
 /* test_kernels.c: the packed GEMM behind ag_matmul against a naive triple
  * loop written here, at sizes that cross every blocking boundary (MR, NR,
- * KC, MC, NC) and at the tiny sizes that take the unpacked path. */
+ * KC, MC, NC) and at the tiny sizes that take the unpacked path; then each
+ * instruction set's kernels in turn (portable, AVX2, AVX-512, capped
+ * through the internal kernels/isa.h, so a CPU without one tests the
+ * fallback), and the choice of set from CPU feature bits. */
 #if defined(__linux__)
 #define _GNU_SOURCE /* sched_setaffinity */
 #include <sched.h>
+#else
+#define _POSIX_C_SOURCE 200809L /* setenv */
 #endif
 #include "autograd.h"
+#include "kernels/exec.h" /* internal: ag__gemm itself, with its exec context */
+#include "kernels/isa.h"
 
 #include <criterion/criterion.h>
+#include <criterion/logging.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -200,6 +208,265 @@ Test(gemm, default_threads_follow_the_affinity_mask)
     ag_tape_free(t);
 }
 #endif
+
+/* ------------------------------------------------------------ each ISA
+ * ag__gemm called directly, on each instruction set in turn, with every
+ * combination of transposed operands and accumulation, in f32 and f64, on
+ * shapes that cross each set's blocks: the register tile (MR 6 and 14 rows;
+ * NR 16 and 32 f32, 8 and 16 f64 columns), the cache blocks (KC 512, MC 96
+ * and 224, NC 2048), the limits below which panels are read in place
+ * (4 MR rows, 4 NR columns), ragged edges of every size, and the plain
+ * loop of tiny products. Each result is checked against a naive product
+ * in long double, within a bound of rounding, and against the portable
+ * kernels' result within twice that bound. */
+
+static uint64_t lcg_state;
+
+static double lcg_uniform(void) /* in [-1, 1) */
+{
+    lcg_state = lcg_state * 6364136223846793005u + 1442695040888963407u;
+    return (double)(lcg_state >> 11) / 4503599627370496.0 - 1.0;
+}
+
+typedef struct {
+    size_t m, n, k;
+} gemm_shape;
+
+static const gemm_shape isa_shapes[] = {
+    {1, 1, 1}, {3, 5, 7}, {8, 8, 8}, {8, 8, 9},             /* the plain loop and just past it */
+    {1, 1, 600}, {1, 40, 3}, {40, 1, 3}, {2, 3, 700},       /* vectors and slivers */
+    {5, 15, 40}, {6, 16, 40}, {7, 17, 40}, {13, 31, 9},      /* about the AVX2 tile */
+    {14, 32, 33}, {15, 33, 33}, {28, 64, 5}, {29, 63, 5},    /* about the AVX-512 tile */
+    {10, 30, 784}, {10, 10, 30}, {30, 10, 10}, {784, 30, 10}, /* W1's products */
+    {128, 10, 256}, {256, 10, 128}, {3, 9, 17}, {17, 8, 3},  /* narrow: one vector */
+    {24, 40, 520}, {25, 40, 520}, {56, 47, 100}, {57, 47, 100}, /* B in place up to 4 MR rows */
+    {40, 64, 60}, {40, 65, 60}, {33, 128, 60}, {33, 129, 60}, /* A in place up to 4 NR columns */
+    {97, 70, 515}, {225, 49, 1030}, {230, 17, 513},           /* MC and KC */
+    {15, 2100, 40}, {3, 2049, 7},                             /* NC */
+};
+enum { N_ISA_SHAPES = sizeof isa_shapes / sizeof *isa_shapes };
+
+/* C = op(A)·op(B) (+ C0 when acc) in long double; A holds m x k values in
+ * its stored layout ([k,m] when ta), B k x n ([n,k] when tb). bound[i]:
+ * the rounding error allowed element i, from the sum of |terms|. */
+static void naive_ld(bool ta, bool tb, const gemm_shape *s, const double *A, const double *B,
+                     const double *C0, bool acc, double eps, double *ref, double *bound)
+{
+    size_t m = s->m, n = s->n, k = s->k;
+    for (size_t i = 0; i < m; i++)
+        for (size_t j = 0; j < n; j++) {
+            long double sum = acc ? C0[i * n + j] : 0, mag = acc ? fabs(C0[i * n + j]) : 0;
+            for (size_t p = 0; p < k; p++) {
+                double a = ta ? A[p * m + i] : A[i * k + p], b = tb ? B[j * k + p] : B[p * n + j];
+                sum += (long double)a * b;
+                mag += fabs(a * b);
+            }
+            ref[i * n + j] = (double)sum;
+            bound[i * n + j] = 2.0 * (double)(k + 2) * eps * (double)mag + 1e-300;
+        }
+}
+
+/* The product on the set now in use, into C (as dt) converted to double. */
+static void gemm_as_double(ag_dtype dt, bool ta, bool tb, const gemm_shape *s, const double *A,
+                           const double *B, const double *C0, bool acc, size_t threads, double *out)
+{
+    size_t m = s->m, n = s->n, k = s->k, es = dt == AG_F32 ? 4 : 8;
+    /* exact sizes, so that a read past an operand is caught under ASan */
+    void *a = malloc(m * k * es), *b = malloc(k * n * es), *c = malloc(m * n * es);
+    cr_assert(a && b && c);
+    for (size_t i = 0; i < m * k; i++)
+        dt == AG_F32 ? (void)(((float *)a)[i] = (float)A[i]) : (void)(((double *)a)[i] = A[i]);
+    for (size_t i = 0; i < k * n; i++)
+        dt == AG_F32 ? (void)(((float *)b)[i] = (float)B[i]) : (void)(((double *)b)[i] = B[i]);
+    for (size_t i = 0; i < m * n; i++) /* C0, or a value the product must overwrite */
+        dt == AG_F32 ? (void)(((float *)c)[i] = acc ? (float)C0[i] : NAN)
+                     : (void)(((double *)c)[i] = acc ? C0[i] : NAN);
+    ag_exec x;
+    ag__exec_init(&x);
+    ag__exec_set_threads(&x, threads);
+    cr_assert_eq(ag__gemm(&x, dt, ta, tb, m, n, k, a, b, acc, c), AG_OK);
+    ag__exec_free(&x);
+    for (size_t i = 0; i < m * n; i++)
+        out[i] = dt == AG_F32 ? ((float *)c)[i] : ((double *)c)[i];
+    free(a);
+    free(b);
+    free(c);
+}
+
+/* Every shape, operand layout and accumulation on ISA `isa` (capped: the
+ * best there is when the CPU lacks it) against the naive product and the
+ * portable kernels. Returns the number of products checked. */
+static size_t check_isa(ag_isa isa, ag_dtype dt)
+{
+    double eps = dt == AG_F32 ? 0x1p-24 : 0x1p-53;
+    size_t checked = 0;
+    for (size_t si = 0; si < N_ISA_SHAPES; si++) {
+        const gemm_shape *s = &isa_shapes[si];
+        size_t m = s->m, n = s->n, k = s->k;
+        double *A = malloc(m * k * sizeof *A), *B = malloc(k * n * sizeof *B);
+        double *C0 = malloc(m * n * sizeof *C0), *ref = malloc(m * n * sizeof *ref);
+        double *bound = malloc(m * n * sizeof *bound), *got = malloc(m * n * sizeof *got);
+        double *port = malloc(m * n * sizeof *port);
+        cr_assert(A && B && C0 && ref && bound && got && port);
+        lcg_state = si * 7919 + 1;
+        for (size_t i = 0; i < m * k; i++) A[i] = dt == AG_F32 ? (float)lcg_uniform() : lcg_uniform();
+        for (size_t i = 0; i < k * n; i++) B[i] = dt == AG_F32 ? (float)lcg_uniform() : lcg_uniform();
+        for (size_t i = 0; i < m * n; i++) C0[i] = dt == AG_F32 ? (float)lcg_uniform() : lcg_uniform();
+        for (int mode = 0; mode < 8; mode++) {
+            bool ta = mode & 1, tb = mode & 2, acc = mode & 4;
+            naive_ld(ta, tb, s, A, B, C0, acc, eps, ref, bound);
+            cr_assert_eq(ag__gemm_set_isa(AG_ISA_PORTABLE), AG_ISA_PORTABLE);
+            gemm_as_double(dt, ta, tb, s, A, B, C0, acc, 1, port);
+            ag__gemm_set_isa(isa);
+            gemm_as_double(dt, ta, tb, s, A, B, C0, acc, 1, got);
+            for (size_t i = 0; i < m * n; i++) {
+                cr_assert(fabs(got[i] - ref[i]) <= bound[i],
+                          "%s %s: [%zu,%zu,%zu] ta=%d tb=%d acc=%d: C[%zu] = %.17g, expected %.17g (bound %.3g)",
+                          ag__gemm_kernel_name(), dt == AG_F32 ? "f32" : "f64", m, n, k, ta, tb, acc, i,
+                          got[i], ref[i], bound[i]);
+                cr_assert(fabs(got[i] - port[i]) <= 2 * bound[i],
+                          "%s vs portable: [%zu,%zu,%zu] ta=%d tb=%d acc=%d: C[%zu] = %.17g vs %.17g",
+                          ag__gemm_kernel_name(), m, n, k, ta, tb, acc, i, got[i], port[i]);
+            }
+            checked++;
+        }
+        free(A); free(B); free(C0); free(ref); free(bound); free(got); free(port);
+    }
+    return checked;
+}
+
+static void check_isa_both_dtypes(ag_isa isa)
+{
+    ag_isa got = ag__gemm_set_isa(isa);
+    ag_cpu_bits bits = ag__cpu_bits();
+    ag_isa best = ag__isa_from_bits(&bits);
+    cr_assert_eq(got, isa < best ? isa : best, "asked for %s, got %s", ag__isa_name(isa), ag__isa_name(got));
+    if (got != isa)
+        cr_log_info("this CPU has no %s: checked its fallback, %s", ag__isa_name(isa), ag__isa_name(got));
+    cr_assert_eq(check_isa(isa, AG_F32), 8 * N_ISA_SHAPES);
+    cr_assert_eq(check_isa(isa, AG_F64), 8 * N_ISA_SHAPES);
+}
+
+Test(gemm_isa, portable_kernels_match_the_naive_product) { check_isa_both_dtypes(AG_ISA_PORTABLE); }
+Test(gemm_isa, avx2_kernels_match_portable, .timeout = 120) { check_isa_both_dtypes(AG_ISA_AVX2); }
+Test(gemm_isa, avx512_kernels_match_portable, .timeout = 120) { check_isa_both_dtypes(AG_ISA_AVX512); }
+
+/* Products big enough to be split between threads, tall and wide, each
+ * operand layout: the same bits for 1, 2, 3, 4, 7 and 16 threads on each
+ * set (16 cuts a grid of blocks both ways, whatever the CPUs). */
+Test(gemm_isa, each_isa_gives_the_same_bits_for_any_thread_count, .timeout = 240)
+{
+    static const gemm_shape shapes[] = {{301, 203, 157}, {61, 1030, 157}};
+    static const size_t threads[] = {1, 2, 3, 4, 7, 16};
+    enum { N_THREADS = sizeof threads / sizeof *threads };
+    for (int isa = 0; isa < AG_ISA_COUNT; isa++) {
+        ag__gemm_set_isa((ag_isa)isa);
+        for (size_t si = 0; si < 2; si++)
+            for (int dt = 0; dt < 2; dt++)
+                for (int mode = 0; mode < 8; mode++) {
+                    const gemm_shape *s = &shapes[si];
+                    size_t m = s->m, n = s->n, k = s->k;
+                    bool ta = mode & 1, tb = mode & 2, acc = mode & 4;
+                    double *A = malloc(m * k * sizeof *A), *B = malloc(k * n * sizeof *B);
+                    double *C0 = malloc(m * n * sizeof *C0), *out[N_THREADS];
+                    cr_assert(A && B && C0);
+                    lcg_state = (uint64_t)mode * 31 + si;
+                    for (size_t i = 0; i < m * k; i++) A[i] = lcg_uniform();
+                    for (size_t i = 0; i < k * n; i++) B[i] = lcg_uniform();
+                    for (size_t i = 0; i < m * n; i++) C0[i] = lcg_uniform();
+                    for (size_t t = 0; t < N_THREADS; t++) {
+                        cr_assert(out[t] = malloc(m * n * sizeof *out[t]));
+                        gemm_as_double(dt ? AG_F64 : AG_F32, ta, tb, s, A, B, C0, acc, threads[t], out[t]);
+                    }
+                    for (size_t t = 1; t < N_THREADS; t++)
+                        cr_assert(memcmp(out[0], out[t], m * n * sizeof *out[0]) == 0,
+                                  "%s %s [%zu,%zu,%zu] ta=%d tb=%d acc=%d: %zu threads differ from 1",
+                                  ag__gemm_kernel_name(), dt ? "f64" : "f32", m, n, k, ta, tb, acc,
+                                  threads[t]);
+                    for (size_t t = 0; t < N_THREADS; t++)
+                        free(out[t]);
+                    free(A); free(B); free(C0);
+                }
+    }
+}
+
+/* ------------------------------------------------------------ dispatch */
+
+enum {
+    FMA = 1u << 12, OSXSAVE = 1u << 27, AVX = 1u << 28,               /* CPUID.1:ECX */
+    AVX2 = 1u << 5, F = 1u << 16, DQ = 1u << 17, BW = 1u << 30,       /* CPUID.7.0:EBX */
+};
+#define VL_BIT (1u << 31)
+#define AVX512_BITS (F | DQ | BW | VL_BIT)
+
+static ag_isa from_bits(uint32_t ecx1, uint32_t ebx7, uint64_t xcr0)
+{
+    ag_cpu_bits b = {ecx1, ebx7, xcr0};
+    return ag__isa_from_bits(&b);
+}
+
+/* The choice reads feature bits and the OS's saved state, as a CPU
+ * without AVX-512 (or a VM that hides it) would report them: this runs
+ * anywhere. */
+Test(gemm_dispatch, feature_bits_pick_the_best_set_the_os_supports)
+{
+#if defined(__GNUC__) && defined(__x86_64__)
+    const uint32_t v3 = FMA | OSXSAVE | AVX;
+    cr_assert_eq(from_bits(0, 0, 0), AG_ISA_PORTABLE);
+    cr_assert_eq(from_bits(v3, AVX2, 0x7), AG_ISA_AVX2);
+    cr_assert_eq(from_bits(v3, AVX2 | AVX512_BITS, 0xe7), AG_ISA_AVX512);
+    /* the OS does not save the zmm registers (or the opmasks): AVX2 */
+    cr_assert_eq(from_bits(v3, AVX2 | AVX512_BITS, 0x7), AG_ISA_AVX2);
+    cr_assert_eq(from_bits(v3, AVX2 | AVX512_BITS, 0xc7), AG_ISA_AVX2);
+    /* nor the ymm registers: nothing past SSE */
+    cr_assert_eq(from_bits(v3, AVX2 | AVX512_BITS, 0x3), AG_ISA_PORTABLE);
+    /* AVX-512 F alone (Xeon Phi), or without VL: AVX2 */
+    cr_assert_eq(from_bits(v3, AVX2 | F, 0xe7), AG_ISA_AVX2);
+    cr_assert_eq(from_bits(v3, AVX2 | F | DQ | BW, 0xe7), AG_ISA_AVX2);
+    /* AVX2 without FMA, or with XSAVE off in the OS: portable */
+    cr_assert_eq(from_bits(OSXSAVE | AVX, AVX2 | AVX512_BITS, 0xe7), AG_ISA_PORTABLE);
+    cr_assert_eq(from_bits(FMA | AVX, AVX2 | AVX512_BITS, 0xe7), AG_ISA_PORTABLE);
+    cr_assert_eq(from_bits(v3, 0, 0x7), AG_ISA_PORTABLE);
+#else
+    cr_assert_eq(from_bits(~0u, ~0u, ~(uint64_t)0), AG_ISA_PORTABLE, "no x86 kernels in this build");
+#endif
+}
+
+Test(gemm_dispatch, a_cap_above_the_cpu_falls_back_to_its_best)
+{
+    ag_cpu_bits bits = ag__cpu_bits();
+    ag_isa best = ag__isa_from_bits(&bits);
+    for (int cap = 0; cap < AG_ISA_COUNT; cap++) {
+        ag_isa isa = ag__gemm_set_isa((ag_isa)cap);
+        cr_assert_eq(isa, cap < (int)best ? (ag_isa)cap : best);
+        cr_assert_eq(ag__gemm_isa(), isa);
+        const char *name = ag__gemm_kernel_name();
+        cr_assert(strncmp(name, ag__isa_name(isa), strlen(ag__isa_name(isa))) == 0, "%s", name);
+        cr_assert_str_eq(ag_kernel_name(), name);
+    }
+    cr_log_info("this CPU: %s", ag__isa_name(best));
+}
+
+Test(gemm_dispatch, the_environment_caps_the_set)
+{
+    ag_cpu_bits bits = ag__cpu_bits();
+    ag_isa best = ag__isa_from_bits(&bits);
+    static const char *const values[] = {"portable", "avx2", "avx512", "AVX2", "", "fast"};
+    static const ag_isa caps[] = {AG_ISA_PORTABLE, AG_ISA_AVX2, AG_ISA_AVX512,
+                                  AG_ISA_COUNT, AG_ISA_COUNT, AG_ISA_COUNT};
+    for (size_t i = 0; i < sizeof values / sizeof *values; i++) {
+        cr_assert_eq(setenv("AG_ISA", values[i], 1), 0);
+        ag_isa want = caps[i] < best ? caps[i] : best;
+        cr_assert_eq(ag__gemm_set_isa(AG_ISA_COUNT), want, "AG_ISA=%s", values[i]);
+        cr_assert_eq(ag__gemm_isa(), want);
+    }
+    cr_assert_eq(unsetenv("AG_ISA"), 0);
+    cr_assert_eq(ag__gemm_set_isa(AG_ISA_COUNT), best);
+    cr_assert_eq(ag__isa_parse("avx512"), AG_ISA_AVX512);
+    cr_assert_eq(ag__isa_parse(NULL), AG_ISA_COUNT);
+    cr_assert_str_eq(ag__isa_name(AG_ISA_AVX2), "avx2");
+    cr_assert_str_eq(ag__isa_name(AG_ISA_COUNT), "?");
+}
 
 /* ------------------------------------------------------------ elementwise
  * Passes over 60,000 elements are cut between threads: the results must be
