@@ -156,11 +156,12 @@ typedef struct {
  * 32 zmm registers: a 14x32 f32 / 14x16 f64 tile is 28 accumulators, two
  * vectors of B and a broadcast; 14 rows take W1's batch of 10 in one tile
  * and its 784-row products in whole tiles. Edge tiles run in place with
- * masked loads and stores. Measured on a Zen 4 (one thread, f32 1024^3,
- * best of 3 by CPU time): KC 128 / 256 / 384 / 512: 24.6 / 22.2 / 21.7 /
- * 21.0 ms (102 GFLOP/s, the core's FMA peak); 12 rows as fast as 14; MC
- * 112, 224 and 448 within 1%. The B panel a tile streams (KC x 32) then
- * outgrows L1; the L2 feeds it in time. -D AVX512_F32_KC=... retunes. */
+ * masked loads and stores. Measured on one core (f32 2048^3, CPU time):
+ * a 16-core Xeon with 2 FMA units and a 48 KB L1: KC 512: 81 GFLOP/s, KC
+ * 192 / 256 / 320: 136-143 (the B panel a tile streams, KC x 32, in L1);
+ * 12 rows as fast as 14. A Zen 4 (double-pumped, 32 KB L1), 1024^3: KC
+ * 128 / 256 / 384 / 512: 87 / 97 / 99 / 102 GFLOP/s (its FMA peak); MC
+ * 112, 224 and 448 within 1%. -D AVX512_F32_KC=... retunes. */
 #ifndef AVX512_F32_MR
 #define AVX512_F32_MR 14
 #endif
@@ -168,10 +169,10 @@ typedef struct {
 #define AVX512_F64_MR 14
 #endif
 #ifndef AVX512_F32_KC
-#define AVX512_F32_KC 512
+#define AVX512_F32_KC 256
 #endif
 #ifndef AVX512_F64_KC
-#define AVX512_F64_KC 512
+#define AVX512_F64_KC 256
 #endif
 #ifndef AVX512_MC
 #define AVX512_MC 224
@@ -424,21 +425,30 @@ static void gemm_block(void *ctx, size_t task)
     j->g->run(m, n, j->k, &a, &b, c, j->n, scratch, scratch + j->b_elems * es, !j->accumulate);
 }
 
-/* The grid for at most `tasks` blocks: the one whose largest block has the
- * fewest tiles, then the squarest (each task packs its block's rows of A
- * and columns of B). Sets the job's rows, cols and grid_cols; returns the
- * number of blocks. With two tasks that is rows when C is tall, columns
- * when it is wide; with 16, a 128 x 256 product (W2) still splits 16 ways. */
+/* Packing an element costs about as many multiply-adds as this (an
+ * AVX-512 core does 32 f32 multiply-adds a cycle, and copies about one
+ * element a cycle). */
+#ifndef GEMM_PACK_MACS
+#define GEMM_PACK_MACS 32
+#endif
+
+/* The grid for at most `tasks` blocks: the one whose largest block costs
+ * least, its tiles' multiply-adds plus its packing (each task packs its
+ * block's rows of A and columns of B), per step of k. Sets the job's rows,
+ * cols and grid_cols; returns the number of blocks. With two tasks that
+ * is rows when C is tall, columns when it is wide; with 16, 4 x 4 blocks
+ * of a 2048 x 2048 product (each packs a quarter of A and of B, where 16
+ * stripes would each pack all of one), 2 x 8 of W2's 128 x 256. */
 static size_t gemm_grid(gemm_job *j, size_t tasks)
 {
     size_t mr = j->g->mr, nr = j->g->nr, um = (j->m + mr - 1) / mr, un = (j->n + nr - 1) / nr;
-    size_t best_load = SIZE_MAX, best_edge = SIZE_MAX, bm = um, bn = un;
+    size_t best = SIZE_MAX, bm = um, bn = un;
     for (size_t gr = 1; gr <= tasks && gr <= um; gr++) {
         size_t gc = tasks / gr < un ? tasks / gr : un;
         size_t tm = (um + gr - 1) / gr, tn = (un + gc - 1) / gc; /* tiles of a block */
-        size_t load = tm * tn, edge = tm * mr + tn * nr;
-        if (load < best_load || (load == best_load && edge < best_edge)) {
-            best_load = load, best_edge = edge;
+        size_t cost = tm * tn * mr * nr + GEMM_PACK_MACS * (tm * mr + tn * nr);
+        if (cost < best) {
+            best = cost;
             bm = tm, bn = tn;
         }
     }
