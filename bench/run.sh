@@ -178,7 +178,7 @@ for c in "${CORE_CANDIDATES[@]}"; do
     fi
     CORE_TRIED="$CORE_TRIED${CORE_TRIED:+, }$c: not taken (runs ${got:-?})"
 done
-log "OpenBLAS core as is: $ASIS_CORE; flags: $CORE_WHY; tried: ${CORE_TRIED:-nothing}"
+log "OpenBLAS core as is: $ASIS_CORE; to force, from $CORE_WHY: ${CORE_TRIED:-nothing tried}"
 FORCE_RUNS=0
 if [ -z "$FORCE_CORE" ]; then
     log "no OPENBLAS_CORETYPE to force: OpenBLAS peers run as is only"
@@ -458,6 +458,15 @@ if amx:
 
 print("# Benchmark results" + (" (--quick smoke run: not for quoting)" if e["QUICK"] == "1" else ""))
 print()
+busy_file = os.path.join(sys.argv[2], "busy.txt")
+if os.path.exists(busy_file):
+    n_busy = sum(1 for _ in open(busy_file))
+    n_all = sum(1 for n in os.listdir(sys.argv[2]) if n.endswith(".out"))
+    if n_busy * 4 >= n_all:
+        print(f"**Noisy machine: {n_busy} of {n_all} programs ran while other processes used"
+              " more than a tenth of a core (†, listed below); figures of different programs"
+              " are not comparable, and none is for quoting. Rerun on an idle machine.**")
+        print()
 print(f"- date: {e['RUN_DATE']}, commit {e['COMMIT'].replace(chr(10), '')}")
 print(f"- CPU: {e['CPU']} ({e['CPU_ID']}), {e['NCPU']} logical CPUs")
 print(f"- vector ISA (/proc/cpuinfo flags): {', '.join(isa) or 'none of SSE4.2/AVX/AVX2/FMA/AVX-512'}")
@@ -543,8 +552,11 @@ if pairs:
 
 busy = os.path.join(sys.argv[2], "busy.txt")
 if os.path.exists(busy):
+    n_busy = sum(1 for _ in open(busy))
+    n_all = sum(1 for n in os.listdir(sys.argv[2]) if n.endswith(".out"))
     print()
-    print("† measured while other processes were using the CPUs (not idle enough to trust):")
+    print(f"† measured while other processes were using the CPUs (not idle enough to trust;"
+          f" {n_busy} of {n_all} programs):")
     print()
     for line in open(busy):
         print(f"- {line.strip()}")
