@@ -213,9 +213,9 @@ Test(gemm, default_threads_follow_the_affinity_mask)
  * ag__gemm called directly, on each instruction set in turn, with every
  * combination of transposed operands and accumulation, in f32 and f64, on
  * shapes that cross each set's blocks: the register tile (MR 6 and 14 rows;
- * NR 16 and 32 f32, 8 and 16 f64 columns), the cache blocks (KC 512, MC 96
- * and 224, NC 2048), the limits below which panels are read in place
- * (4 MR rows, 4 NR columns), ragged edges of every size, and the plain
+ * NR 8, 16 and 32 f32, 4, 8 and 16 f64 columns), the cache blocks (KC 256
+ * and 512, MC 96 and 224, NC 2048), the limits below which panels are read
+ * in place (4 MR rows, 4 NR columns), ragged edges of every size, and the plain
  * loop of tiny products. Each result is checked against a naive product
  * in long double, within a bound of rounding, and against the portable
  * kernels' result within twice that bound. */
