@@ -12,7 +12,11 @@
 # triggers it, and the log.
 #
 # Environment: FUZZ_TARGETS="api csv" to run some targets only; FUZZ_BUILD
-# for another build directory.
+# for another build directory. The api target also reads FUZZ_API_STRICT=1
+# (make the calls the engine is known to get wrong as well: each has a
+# regress-* input named in fuzz/fuzz_api.c, which fails with it set) and
+# FUZZ_API_TRACE=1 (print each step of an input, to read a reproducer:
+# build-fuzz/fuzz/fuzz_api INPUT).
 set -u
 
 seconds=${1:-30}
