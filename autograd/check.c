@@ -187,7 +187,8 @@ static ag_status gradient_at(gc_run *g, double *buf)
     if (!L || !grads || ag_gradients(g->tape, L, g->n, g->inputs, grads, 0) != AG_OK)
         return ag_tape_status(g->tape);
     for (size_t i = 0; i < g->n; i++, buf += g->inputs[i - 1]->numel)
-        memcpy(buf, grads[i]->data, g->inputs[i]->numel * sizeof(double));
+        if (g->inputs[i]->numel) /* an empty input's buffers may be NULL */
+            memcpy(buf, grads[i]->data, g->inputs[i]->numel * sizeof(double));
     return AG_OK;
 }
 
@@ -203,13 +204,15 @@ static ag_status hessian_row(gc_run *g, gc_input *in, size_t i, size_t j)
     size_t numel = g->inputs[i]->numel;
     ag_tensor *e = ag_sum(t, ag_slice(t, ag_reshape(t, grads[i], &numel, 1), 0, j, j + 1));
     for (size_t k = 0; k < g->n; k++)
-        memset(in[k].analytic, 0, g->inputs[k]->numel * sizeof(double));
+        if (g->inputs[k]->numel)
+            memset(in[k].analytic, 0, g->inputs[k]->numel * sizeof(double));
     if (!e || !ag_requires_grad(e)) /* gradient element e is constant: a zero row */
         return ag_tape_status(t);
     if (ag_gradients(t, e, g->n, g->inputs, rows, 0) != AG_OK)
         return ag_tape_status(t);
     for (size_t k = 0; k < g->n; k++)
-        memcpy(in[k].analytic, rows[k]->data, g->inputs[k]->numel * sizeof(double));
+        if (g->inputs[k]->numel)
+            memcpy(in[k].analytic, rows[k]->data, g->inputs[k]->numel * sizeof(double));
     return AG_OK;
 }
 

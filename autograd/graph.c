@@ -158,9 +158,15 @@ static ag_status fused_gradients(ag_tape *t, ag_tensor *y, size_t n, ag_tensor *
     ag_tensor *one = filled_like(t, y, 1);
     ag_status s = one ? ag__backward_run(t, y, one->data) : t->status;
     t->want = NULL;
-    for (size_t i = 0; s == AG_OK && i < n; i++) /* wanted op results: their work buffer */
+    for (size_t i = 0; s == AG_OK && i < n; i++) { /* wanted op results: their work buffer */
         if (inputs[i]->origin == AG_TAPE && inputs[i]->work_pass == t->pass)
             memcpy(grads[i]->data, inputs[i]->work, grads[i]->numel * AG_DTYPE_SIZE(grads[i]->dtype));
+        for (size_t j = 0; j < i; j++) /* a leaf listed twice: its gradient went to the first */
+            if (inputs[j] == inputs[i]) {
+                memcpy(grads[i]->data, grads[j]->data, grads[i]->numel * AG_DTYPE_SIZE(grads[i]->dtype));
+                break;
+            }
+    }
     return s;
 }
 
@@ -218,7 +224,9 @@ ag_status ag_hvp(ag_tape *t, ag_tensor *y, size_t n, ag_tensor *const *inputs,
     for (size_t i = 0; t->status == AG_OK && i < n; i++) {
         char arg[32], vs[AG_SHAPE_BUF], xs[AG_SHAPE_BUF];
         snprintf(arg, sizeof arg, "v[%zu]", i);
-        if (ag__take(t, v[i], fn, arg) && inputs && inputs[i] &&
+        char in_arg[32];
+        snprintf(in_arg, sizeof in_arg, "input %zu", i + 1);
+        if (ag__take(t, v[i], fn, arg) && inputs && ag__take(t, inputs[i], fn, in_arg) &&
             (v[i]->rank != inputs[i]->rank || v[i]->dtype != inputs[i]->dtype ||
              memcmp(v[i]->shape, inputs[i]->shape, v[i]->rank * sizeof *v[i]->shape) != 0))
             ag__error(t, AG_ERR_SHAPE, "%s: v[%zu] is %s %s, input %zu is %s %s", fn, i,
@@ -230,6 +238,8 @@ ag_status ag_hvp(ag_tape *t, ag_tensor *y, size_t n, ag_tensor *const *inputs,
     ag_tensor *s = NULL; /* Σ_i <grad_i, v_i>, whose gradient is H v */
     for (size_t i = 0; i < n; i++) {
         ag_tensor *term = ag_sum(t, ag_mul(t, hv[i], v[i]));
+        if (term && term->dtype != AG_F64) /* inputs of both dtypes: sum in f64 */
+            term = ag_cast(t, term, AG_F64);
         s = s ? ag_add(t, s, term) : term;
     }
     if (!s || !s->requires_grad) { /* y is at most linear in the inputs */

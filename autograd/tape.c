@@ -220,9 +220,10 @@ static inline take_result take(ag_tape *t, ag_tensor *x)
             return TAKE_OK;
         return x->tape == t ? TAKE_STALE : TAKE_FOREIGN;
     }
-    if (x->freed)
+    bool held = atomic_load_explicit(&x->mark, memory_order_relaxed) == t->stamp;
+    if (x->freed && !(held && t->in_backward)) /* a recorded backward may use what it holds */
         return TAKE_FREED;
-    if (atomic_load_explicit(&x->mark, memory_order_relaxed) == t->stamp)
+    if (held)
         return TAKE_OK;
     return hold_leaf(t, x) ? TAKE_OK : TAKE_NOMEM;
 }

@@ -336,3 +336,39 @@ Test(second_order, linear_functions_have_zero_second_derivatives)
     ag_tensor_free(x);
     ag_tensor_free(v);
 }
+
+/* Found by the api fuzzer: a leaf listed twice gets its gradient in both
+ * places; a leaf freed while the tape holds it is usable by the recorded
+ * backward as by the fused one; ag_hvp takes inputs of both dtypes. */
+Test(second_order, fuzzer_findings_stay_fixed)
+{
+    const double xv[] = {0.5, -1.5};
+    ag_tensor *x = ot_leaf(AG_F64, AG_SHAPE(2), xv), *in[2] = {x, x}, *g[2];
+    ag_tape *t = ag_tape_new();
+    ag_tensor *y = ag_sum(t, ag_mul(t, x, x));
+    cr_assert_eq(ag_gradients(t, y, 2, in, g, 0), AG_OK, "%s", ag_tape_error(t));
+    for (int i = 0; i < 2; i++)
+        cr_assert_eq(ag_get(g[1], i), 2 * xv[i], "the second listing of x, element %d", i);
+    ag_tape_reset(t);
+    ag_tensor *w = ot_leaf(AG_F64, AG_SHAPE(2), xv);
+    y = ag_sum(t, ag_mul(t, ag_exp(t, x), w));
+    ag_tensor_free(w); /* the tape holds it until its reset */
+    cr_assert_eq(ag_gradients(t, y, 1, &x, g, AG_CREATE_GRAPH), AG_OK, "%s", ag_tape_error(t));
+    cr_assert_eq(ag_get(g[0], 0), exp(xv[0]) * xv[0]);
+    ag_tape_reset(t);
+    ag_tensor_free(x);
+    float fv[] = {1, 2};
+    ag_tensor *a = ot_leaf(AG_F64, AG_SHAPE(2), xv), *b = ag_from_data(AG_F32, AG_SHAPE(2), fv);
+    ag_set_requires_grad(b, true);
+    ag_tensor *va = ag_full(AG_F64, AG_SHAPE(2), 1), *vb = ag_full(AG_F32, AG_SHAPE(2), 1);
+    y = ag_add(t, ag_sum(t, ag_square(t, a)), ag_cast(t, ag_sum(t, ag_square(t, b)), AG_F64));
+    ag_tensor *ins[] = {a, b}, *vs[] = {va, vb}, *hv[2];
+    cr_assert_eq(ag_hvp(t, y, 2, ins, vs, hv), AG_OK, "%s", ag_tape_error(t));
+    cr_assert_eq(ag_get(hv[0], 0), 2);
+    cr_assert_eq(ag_get(hv[1], 1), 2);
+    ag_tape_free(t);
+    ag_tensor_free(a);
+    ag_tensor_free(b);
+    ag_tensor_free(va);
+    ag_tensor_free(vb);
+}
