@@ -192,10 +192,11 @@ void ag_tape_free(ag_tape *t);
  * just ended are never overwritten by the next one; an op or ag_backward
  * given such a handle reports AG_ERR_STATE naming the op and the argument,
  * however many ops have run since. A handle two or more resets old is
- * reported unless a later generation has since put an op result at the
- * very same address (then it is read as that result). In AddressSanitizer
- * builds every byte of an ended generation is poisoned: a raw data pointer
- * kept across a reset is reported when read. */
+ * not safe to use: it is reported while its memory is untouched, but once
+ * a later generation has reused that memory it may be read as another
+ * result or as garbage. In AddressSanitizer builds every byte of an ended
+ * generation is poisoned, so such a handle, or a raw data pointer kept
+ * across a reset, is reported when read. */
 void ag_tape_reset(ag_tape *t);
 /* Recording on (the default) or off; returns the previous setting. With
  * recording off, ops compute values and record nothing (inference). */
