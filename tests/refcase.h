@@ -65,6 +65,35 @@ bool ref_int_attr(const ref_line *l, size_t i, long *out);
 /* Attributes from..end as a shape of non-negative integers. */
 bool ref_shape_attrs(const ref_line *l, size_t from, size_t *shape, size_t *rank);
 
+/* Runner functions run_NAME for the ag_NAME ops of a common signature:
+ * PLAIN1/PLAIN2 (one or two tensors, no attributes), SCALAR1 (a tensor
+ * and a number), AXIS1 (an axis), AXIS_KEEP (an axis and keepdim). */
+#define PLAIN1(fn) \
+    static ag_tensor *run_##fn(ag_tape *t, ag_tensor *const *x, const ref_line *l, ag_dtype dt) \
+    { (void)dt; return l->nattrs ? NULL : ag_##fn(t, x[0]); }
+#define PLAIN2(fn) \
+    static ag_tensor *run_##fn(ag_tape *t, ag_tensor *const *x, const ref_line *l, ag_dtype dt) \
+    { (void)dt; return l->nattrs ? NULL : ag_##fn(t, x[0], x[1]); }
+#define SCALAR1(fn) \
+    static ag_tensor *run_##fn(ag_tape *t, ag_tensor *const *x, const ref_line *l, ag_dtype dt) \
+    { (void)dt; return l->nattrs != 1 ? NULL : ag_##fn(t, x[0], l->attrs[0]); }
+#define AXIS1(fn) \
+    static ag_tensor *run_##fn(ag_tape *t, ag_tensor *const *x, const ref_line *l, ag_dtype dt) \
+    { \
+        long ax; \
+        (void)dt; \
+        return l->nattrs == 1 && ref_int_attr(l, 0, &ax) ? ag_##fn(t, x[0], (int)ax) : NULL; \
+    }
+#define AXIS_KEEP(fn) \
+    static ag_tensor *run_##fn(ag_tape *t, ag_tensor *const *x, const ref_line *l, ag_dtype dt) \
+    { \
+        long ax, keep; \
+        (void)dt; \
+        if (l->nattrs != 2 || !ref_int_attr(l, 0, &ax) || !ref_int_attr(l, 1, &keep)) \
+            return NULL; \
+        return ag_##fn(t, x[0], (int)ax, keep != 0); \
+    }
+
 /* The engine op (its name in autograd/ops/list.h) that a file's op runs,
  * or NULL for an op the runner does not know. */
 const char *ref_engine_op(const char *op);

@@ -4,15 +4,6 @@
 
 #include <string.h>
 
-#define PLAIN1(fn) \
-    static ag_tensor *run_##fn(ag_tape *t, ag_tensor *const *x, const ref_line *l, ag_dtype dt) \
-    { (void)dt; return l->nattrs ? NULL : ag_##fn(t, x[0]); }
-#define PLAIN2(fn) \
-    static ag_tensor *run_##fn(ag_tape *t, ag_tensor *const *x, const ref_line *l, ag_dtype dt) \
-    { (void)dt; return l->nattrs ? NULL : ag_##fn(t, x[0], x[1]); }
-#define SCALAR1(fn) \
-    static ag_tensor *run_##fn(ag_tape *t, ag_tensor *const *x, const ref_line *l, ag_dtype dt) \
-    { (void)dt; return l->nattrs != 1 ? NULL : ag_##fn(t, x[0], l->attrs[0]); }
 
 PLAIN1(neg) PLAIN1(exp) PLAIN1(log) PLAIN1(sqrt) PLAIN1(sigmoid) PLAIN1(tanh) PLAIN1(relu)
 PLAIN1(softplus) PLAIN1(abs) PLAIN1(transpose) PLAIN1(sum) PLAIN1(mean) PLAIN1(detach)
@@ -28,22 +19,6 @@ static ag_tensor *run_bmm(ag_tape *t, ag_tensor *const *x, const ref_line *l, ag
     return ag_matmul(t, x[0], x[1]);
 }
 
-#define AXIS1(fn) \
-    static ag_tensor *run_##fn(ag_tape *t, ag_tensor *const *x, const ref_line *l, ag_dtype dt) \
-    { \
-        long ax; \
-        (void)dt; \
-        return l->nattrs == 1 && ref_int_attr(l, 0, &ax) ? ag_##fn(t, x[0], (int)ax) : NULL; \
-    }
-#define AXIS_KEEP(fn) \
-    static ag_tensor *run_##fn(ag_tape *t, ag_tensor *const *x, const ref_line *l, ag_dtype dt) \
-    { \
-        long ax, keep; \
-        (void)dt; \
-        if (l->nattrs != 2 || !ref_int_attr(l, 0, &ax) || !ref_int_attr(l, 1, &keep)) \
-            return NULL; \
-        return ag_##fn(t, x[0], (int)ax, keep != 0); \
-    }
 AXIS1(softmax) AXIS1(log_softmax) AXIS_KEEP(sum_axis) AXIS_KEEP(mean_axis) AXIS_KEEP(max_axis)
 
 static ag_tensor *run_concat(ag_tape *t, ag_tensor *const *x, const ref_line *l, ag_dtype dt)

@@ -1,12 +1,6 @@
 /* refops_math.c: the reference runner's elementwise ops of the second op set (tests/data/ops-more.txt): trigonometric, hyperbolic, activations, clamp, maximum/minimum, atan2, pow_tensor, where. */
 #include "refcase.h"
 
-#define PLAIN1(fn) \
-    static ag_tensor *run_##fn(ag_tape *t, ag_tensor *const *x, const ref_line *l, ag_dtype dt) \
-    { (void)dt; return l->nattrs ? NULL : ag_##fn(t, x[0]); }
-#define PLAIN2(fn) \
-    static ag_tensor *run_##fn(ag_tape *t, ag_tensor *const *x, const ref_line *l, ag_dtype dt) \
-    { (void)dt; return l->nattrs ? NULL : ag_##fn(t, x[0], x[1]); }
 
 PLAIN1(sin) PLAIN1(cos) PLAIN1(tan) PLAIN1(asin) PLAIN1(acos) PLAIN1(atan) PLAIN1(sinh)
 PLAIN1(cosh) PLAIN1(log1p) PLAIN1(expm1) PLAIN1(erf) PLAIN1(square) PLAIN1(reciprocal)

@@ -1,15 +1,6 @@
 /* refops_reduce.c: the reference runner's reductions and losses of the second op set (tests/data/ops-more.txt): sum_axes, mean_axes, min_axis, prod_axis, var_axis, logsumexp, norm, layer_norm, nll_loss, huber_loss; and argmax, argmin, dropout (hand-derived cases in ops-extra.txt). */
 #include "refcase.h"
 
-#define AXIS_KEEP(fn) \
-    static ag_tensor *run_##fn(ag_tape *t, ag_tensor *const *x, const ref_line *l, ag_dtype dt) \
-    { \
-        long ax, keep; \
-        (void)dt; \
-        if (l->nattrs != 2 || !ref_int_attr(l, 0, &ax) || !ref_int_attr(l, 1, &keep)) \
-            return NULL; \
-        return ag_##fn(t, x[0], (int)ax, keep != 0); \
-    }
 AXIS_KEEP(min_axis) AXIS_KEEP(prod_axis) AXIS_KEEP(var_axis) AXIS_KEEP(logsumexp)
 AXIS_KEEP(argmax) AXIS_KEEP(argmin)
 
