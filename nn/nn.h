@@ -168,7 +168,9 @@ ag_status nn_mlp_print(const nn_mlp *net, FILE *out);
  *          θ -= η·(m / (1-β1^t)) / (sqrt(v / (1-β2^t)) + ε)
  *   AdamW: θ -= η·λ·θ;  then Adam with λ = 0 (decoupled weight decay)
  * The state is kept in double; each parameter is rounded to its dtype once
- * per step.
+ * per step. Plain SGD (μ = λ = 0) computes θ + (-η)·∇ as one fused
+ * multiply-add in the parameter's dtype, η rounded to it, exactly as
+ * PyTorch's θ.add_(∇, alpha=-η): the same bits.
  *
  * Before updating, a step measures the global L2 norm of all gradients,
  * ‖∇‖ = sqrt(Σ ∇²) in double, in a fixed order (the same bits for any

@@ -171,22 +171,24 @@ void nn_optim_free(nn_optim *opt)
         ag_tensor_free(opt->mem);
 }
 
-/* θ -= η∇ over elements [lo, hi) in plain loops the compiler vectorises:
- * the common case (plain SGD). f32 values are updated in double and rounded
- * once; AVX2 converts four at a time where SSE2 converts two. */
+/* θ -= η∇ over elements [lo, hi): the common case (plain SGD), as
+ * PyTorch's θ.add_(∇, alpha=-η) computes it, θ + (-η)·∇ in one fused
+ * multiply-add in the parameter's dtype (η rounded to it), so the bits
+ * match PyTorch's. (f32 updated in double took three times as long, the
+ * conversions bounding the loop: 16% of W1's step.) */
 NN_TARGET_CLONES
 static void sgd_plain(ag_tensor *x, size_t lo, size_t hi, double lr)
 {
     if (ag_tensor_dtype(x) == AG_F32) {
-        float *p = ag_data(x);
+        float *p = ag_data(x), alpha = (float)-lr;
         const float *g = ag_grad(x);
         for (size_t i = lo; i < hi; i++)
-            p[i] = (float)((double)p[i] - lr * (double)g[i]);
+            p[i] = fmaf(alpha, g[i], p[i]);
     } else {
         double *p = ag_data(x);
         const double *g = ag_grad(x);
         for (size_t i = lo; i < hi; i++)
-            p[i] -= lr * g[i];
+            p[i] = fma(-lr, g[i], p[i]);
     }
 }
 
