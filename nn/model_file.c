@@ -192,24 +192,24 @@ static int create_temp(const char *path, char *tmp, size_t cap)
     return fd;
 }
 
-/* Writes the model into the open temporary file, flushed and synced to the
+/* Fills the open temporary file through write, flushed and synced to the
  * disk; closes fd. Returns 0 or the errno of the first failure. */
-static int write_synced(int fd, const nn_mlp *net)
+static int write_synced(int fd, nn__file_writer *write, const void *ctx)
 {
-    writer w = {.f = fdopen(fd, "wb")};
-    if (!w.f) {
+    FILE *f = fdopen(fd, "wb");
+    if (!f) {
         int e = errno;
         close(fd);
         return e;
     }
-    write_model(&w, net);
-    if (!w.err && fflush(w.f) != 0)
-        w.err = errno;
-    if (!w.err && fsync(fileno(w.f)) != 0)
-        w.err = errno;
-    if (fclose(w.f) != 0 && !w.err)
-        w.err = errno;
-    return w.err;
+    int e = write(f, ctx);
+    if (!e && fflush(f) != 0)
+        e = errno;
+    if (!e && fsync(fileno(f)) != 0)
+        e = errno;
+    if (fclose(f) != 0 && !e)
+        e = errno;
+    return e;
 }
 
 /* Makes the rename durable: fsync of path's directory. A directory that
@@ -234,11 +234,9 @@ static int sync_dir(const char *path)
     return e;
 }
 
-ag_status nn_mlp_save(const nn_mlp *net, const char *path, nn_error *err)
+ag_status nn__save_atomic(const char *fn, const char *path, nn__file_writer *write,
+                          const void *ctx, nn_error *err)
 {
-    const char *fn = "nn_mlp_save";
-    if (!net || !path)
-        return nn__fail(err, AG_ERR_NULL, "%s: %s is NULL", fn, net ? "path" : "net");
     size_t len = strlen(path);
     if (len == 0 || len > PATH_MAX_LEN)
         return nn__fail(err, AG_ERR_VALUE, "%s: path is empty or longer than %d bytes", fn,
@@ -248,7 +246,7 @@ ag_status nn_mlp_save(const nn_mlp *net, const char *path, nn_error *err)
     if (fd < 0)
         return nn__fail(err, AG_ERR_IO, "%s: cannot create '%s' (the temporary file for '%s'): "
                         "%s", fn, tmp, path, strerror(errno));
-    int e = write_synced(fd, net);
+    int e = write_synced(fd, write, ctx);
     if (e) {
         unlink(tmp);
         return nn__fail(err, AG_ERR_IO, "%s: cannot write '%s' (the temporary file for '%s'): "
@@ -265,6 +263,20 @@ ag_status nn_mlp_save(const nn_mlp *net, const char *path, nn_error *err)
         return nn__fail(err, AG_ERR_IO, "%s: '%s' is written, but syncing its directory failed: "
                         "%s", fn, path, strerror(e));
     return nn__ok(err);
+}
+
+static int write_model_file(FILE *f, const void *net)
+{
+    writer w = {.f = f};
+    write_model(&w, net);
+    return w.err;
+}
+
+ag_status nn_mlp_save(const nn_mlp *net, const char *path, nn_error *err)
+{
+    if (!net || !path)
+        return nn__fail(err, AG_ERR_NULL, "nn_mlp_save: %s is NULL", net ? "path" : "net");
+    return nn__save_atomic("nn_mlp_save", path, write_model_file, net, err);
 }
 
 /* ---------------------------------------------------------------- load */

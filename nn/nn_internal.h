@@ -60,6 +60,16 @@ static inline void nn__set(ag_dtype dt, void *p, size_t i, double v)
  * NULL and err names fn and the cause (AG_ERR_IO). */
 ag_status nn__open_sized(const char *fn, const char *path, FILE **f, size_t *size, nn_error *err);
 
+/* Writes path atomically, as nn_mlp_save does (see nn.h): write(f, ctx)
+ * fills a new temporary file beside path and returns 0 or the errno of its
+ * first failed write; the file is then flushed, fsynced and renamed over
+ * path, and path's directory synced. A failure removes the temporary file
+ * and leaves path as it was. fn names the caller in err's messages
+ * (AG_ERR_VALUE: path empty or over 4096 bytes; AG_ERR_IO). */
+typedef int nn__file_writer(FILE *f, const void *ctx);
+ag_status nn__save_atomic(const char *fn, const char *path, nn__file_writer *write,
+                          const void *ctx, nn_error *err);
+
 /* nn_optim_step and nn_optim_zero_grad with the work spread over t's
  * threads (t NULL: the calling thread only), as nn_mlp_train_step runs them;
  * fn names the public caller in err's message. */
