@@ -477,6 +477,149 @@ ag_status nn_mlp_load(const char *path, nn_mlp **out, nn_error *err);
  * continuing from crc (0 to start). nn_crc32(0, "123456789", 9) = 0xCBF43926. */
 uint32_t nn_crc32(uint32_t crc, const void *data, size_t n);
 
+/* -------------------------------------------- interop: NumPy and PyTorch
+ * .npy (NumPy's format, nn/npy.c) and safetensors (nn/safetensors.c) files
+ * of f32 / f64 tensors, and an MLP's parameters in the layout of PyTorch's
+ * nn.Sequential(nn.Linear, activation, ..., nn.Linear). Writers save
+ * atomically, as nn_mlp_save. Readers check every size against the file's
+ * size before they allocate anything a header claims. */
+
+/* Writes x (f32 or f64, any rank, a leaf or a tape tensor) to path as NumPy's
+ * np.save writes it, byte for byte: version 1.0, descr '<f4' or '<f8',
+ * fortran_order False, the header padded to 64 bytes. Errors: AG_ERR_NULL,
+ * AG_ERR_VALUE (path empty or too long), AG_ERR_IO. */
+ag_status nn_npy_save(const ag_tensor *x, const char *path, nn_error *err);
+/* Reads a .npy file (version 1.0, 2.0 or 3.0) into a new leaf *out (caller
+ * frees): descr f4 or f8 in any byte order ('<', '>', '=', '|'; big-endian
+ * data is converted), C order, rank 0..AG_MAX_RANK. Errors: AG_ERR_NULL,
+ * AG_ERR_IO (cannot open or read; not a regular file), AG_ERR_FORMAT (not
+ * a .npy file, unsupported version, bad or lying header, Fortran order,
+ * another dtype such as '<i4', rank over AG_MAX_RANK, a shape whose size
+ * overflows, truncated data, trailing bytes), AG_ERR_NOMEM. *out is NULL
+ * on failure. */
+ag_status nn_npy_load(const char *path, ag_tensor **out, nn_error *err);
+
+/* A metadata entry of a safetensors file ("__metadata__": string to string). */
+typedef struct {
+    const char *key;
+    const char *value;
+} nn_meta;
+
+/* Writes n named tensors (f32 or f64, any rank; names non-empty, valid
+ * UTF-8, unique, not "__metadata__") and n_meta metadata entries (unique
+ * keys; meta may be NULL when n_meta is 0) to path in the safetensors
+ * format: an 8-byte little-endian header length, a JSON header {name:
+ * {"dtype": "F32"|"F64", "shape": [...], "data_offsets": [b, e]}, ...}
+ * padded with spaces to 8 bytes, then the data, little-endian, in the
+ * given order. Errors: AG_ERR_NULL, AG_ERR_VALUE (a name or key as above,
+ * a NULL tensor, path), AG_ERR_IO. */
+ag_status nn_safetensors_save(const char *path, const nn_param *tensors, size_t n,
+                              const nn_meta *meta, size_t n_meta, nn_error *err);
+
+typedef struct nn_safetensors nn_safetensors;
+
+/* Reads a safetensors file into *out (caller frees with
+ * nn_safetensors_free). The JSON header is parsed strictly (RFC 8259;
+ * objects, strings with escapes, non-negative integers; no duplicate
+ * names); tensors are F32 or F64 of rank 0..AG_MAX_RANK; their
+ * data_offsets must tile the data exactly (in bounds, no overlap, no gap,
+ * each numel·size bytes), all checked before any tensor is allocated.
+ * Errors: AG_ERR_NULL, AG_ERR_IO, AG_ERR_FORMAT (truncated, header length
+ * over the file's size or 100,000,000, bad JSON naming its byte, another
+ * dtype, bad shape or offsets naming the tensor), AG_ERR_NOMEM. */
+ag_status nn_safetensors_load(const char *path, nn_safetensors **out, nn_error *err);
+/* The tensors in the header's order (names and leaves owned by st); *n
+ * receives the count. NULL (and *n = 0) for a NULL st. */
+const nn_param *nn_safetensors_tensors(const nn_safetensors *st, size_t *n);
+/* The tensor named name, or NULL. */
+ag_tensor *nn_safetensors_get(const nn_safetensors *st, const char *name);
+/* The metadata entries (owned by st); *n receives the count. */
+const nn_meta *nn_safetensors_meta(const nn_safetensors *st, size_t *n);
+/* The metadata value of key, or NULL. */
+const char *nn_safetensors_meta_get(const nn_safetensors *st, const char *key);
+/* Frees st, its tensors and strings. NULL is a no-op. */
+void nn_safetensors_free(nn_safetensors *st);
+
+/* Writes net's parameters as the state_dict of PyTorch's nn.Sequential of
+ * nn.Linear and activation modules: Linear l (from 0) is module
+ * l + (the number of layers before l whose activation is not
+ * NN_IDENTITY), since every other activation is a module after its Linear
+ * (identity has none). So 3-16-16-2 with (tanh, relu, identity) is
+ * Sequential(Linear(3,16), Tanh(), Linear(16,16), ReLU(), Linear(16,2)):
+ * "0.weight" [16,3] (W1 transposed: PyTorch computes x·Wᵀ + b), "0.bias",
+ * "2.weight", "2.bias", "4.weight", "4.bias", in the model's dtype.
+ * Metadata: "format": "pt", "nn.activations": "tanh,relu,identity" (the
+ * nn_act_name of each layer), "nn.leaky_slope": the slope ("%.17g").
+ * Errors: AG_ERR_NULL, nn_safetensors_save's. */
+ag_status nn_mlp_save_safetensors(const nn_mlp *net, const char *path, nn_error *err);
+/* Reads such a file into a new model *out (caller frees). With spec NULL
+ * the file must carry "nn.activations" (as nn_mlp_save_safetensors
+ * writes): the layers and activations come from it, the widths from the
+ * weights' shapes, the dtype from the tensors (all of one dtype), the slope
+ * from "nn.leaky_slope" (absent: the default). With a spec (e.g. for a
+ * file of PyTorch's safetensors.torch.save_file) its sizes, activations,
+ * dtype and slope are used (init and seed are not: no values are drawn),
+ * tensors of the other dtype are converted, and a file's
+ * "nn.activations", if any, must agree. Either way the file must hold
+ * exactly "<i>.weight" [n_out, n_in] and "<i>.bias" [n_out] of every
+ * layer, i the module index above. Errors: nn_safetensors_load's,
+ * AG_ERR_VALUE (no "nn.activations" and no spec, an unknown activation
+ * name, a slope that is not a finite number, activations that disagree
+ * with the spec, a missing or an extra tensor, named), AG_ERR_SHAPE (a
+ * tensor's shape, named with the expected one), AG_ERR_DTYPE (mixed dtypes
+ * with spec NULL), nn_mlp_new's spec errors, AG_ERR_NOMEM. *out is NULL on
+ * failure. */
+ag_status nn_mlp_load_safetensors(const char *path, const nn_spec *spec, nn_mlp **out,
+                                  nn_error *err);
+
+/* ------------------------------------------------------- checkpoints
+ * A checkpoint holds what a training run needs to go on exactly as if it
+ * had never stopped: the model's parameters, the optimizer's configuration
+ * (learning rate included), step count and state (momenta, Adam's moments,
+ * in double as kept), the batch iterator's position, row order and RNG,
+ * and the epoch (schedules such as nn_lr_at are functions of it). Train 5
+ * epochs, save, load into fresh objects in a new process and train 5 more:
+ * the parameters are those of 10 epochs straight, bit for bit (same thread
+ * count or not, as every step gives the same bits for any).
+ *
+ * Format (version 1), every integer little-endian, every real an IEEE-754
+ * f64 little-endian: magic 89 4E 4E 43 0D 0A 1A 0A ("\x89NNC\r\n\x1a\n"),
+ * u32 version, u32 flags (bit 0: the batch iterator is saved), u64 epoch;
+ * the model: u32 dtype (0 f32, 1 f64), u32 L, f64 leaky slope, u64 sizes
+ * [L+1], u32 activations [L], u64 P; the optimizer: u32 kind, u32 flags
+ * (bit 0 nesterov, bit 1 allow_nonfinite), f64 lr, momentum, weight_decay,
+ * beta1, beta2, eps, clip_norm, u64 steps, u64 S (state values); if saved,
+ * the iterator: u64 rows, u64 batch, u64 position, u32 shuffle, u32 the
+ * RNG's has_spare, u64 s[4], f64 spare; then the arrays: P parameters in the
+ * model's dtype (W1, b1, W2, ... as nn_mlp_data), S f64 state values, the
+ * row order (u64 per row); and a CRC-32 (nn_crc32) of every byte before it. */
+
+/* Writes net, opt (which must update net's parameters: nn_mlp_optim_new),
+ * batches (NULL for training without an iterator) and epoch (the epochs
+ * done: the next one's index) to path, atomically as nn_mlp_save writes.
+ * Save between epochs or between batches alike. Errors: AG_ERR_NULL (path,
+ * net or opt), AG_ERR_VALUE (opt not over net's parameters; path empty or
+ * too long), AG_ERR_IO (naming the file and the reason). */
+ag_status nn_checkpoint_save(const char *path, const nn_mlp *net, const nn_optim *opt,
+                             const nn_batches *batches, size_t epoch, nn_error *err);
+/* Restores a checkpoint into objects made as for a fresh run (as PyTorch's
+ * load_state_dict): net of the same sizes, activations, slope and dtype;
+ * opt of the same kind over net's parameters (its configuration is
+ * replaced by the checkpoint's); batches over data of the same row count
+ * and batch size, shuffled or not as saved (NULL if saved without); *epoch
+ * (epoch may be NULL) gets the epoch saved. The file is read and checked
+ * whole before anything is changed: on failure net, opt and batches are
+ * untouched. Errors: AG_ERR_NULL, AG_ERR_IO (cannot open or read; not a
+ * regular file), AG_ERR_FORMAT (not a checkpoint, unsupported version,
+ * truncated, trailing bytes, a malformed field naming its first byte, a
+ * row order that is not a permutation, checksum mismatch), AG_ERR_VALUE
+ * (made for other objects: the message names what differs, e.g. "the
+ * checkpoint's model is 64-30-10 f32, this one 64-256-256-10 f32"; or
+ * optimizer settings nn_optim_new refuses), AG_ERR_NOMEM (the file is
+ * staged in memory as large as the objects' state). */
+ag_status nn_checkpoint_load(const char *path, nn_mlp *net, nn_optim *opt, nn_batches *batches,
+                             size_t *epoch, nn_error *err);
+
 #ifdef __cplusplus
 }
 #endif

@@ -70,6 +70,14 @@ typedef int nn__file_writer(FILE *f, const void *ctx);
 ag_status nn__save_atomic(const char *fn, const char *path, nn__file_writer *write,
                           const void *ctx, nn_error *err);
 
+/* Whether the host stores numbers little-endian, as .npy and safetensors
+ * files (nearly always) do; reversing the bytes of each of n elements of
+ * es bytes, to convert the other order; and writing n such elements
+ * little-endian, returning 0 or an errno (defined in npy.c). */
+bool nn__host_little_endian(void);
+void nn__swap_bytes(void *p, size_t n, size_t es);
+int nn__write_le(FILE *f, const void *data, size_t n, size_t es);
+
 /* nn_optim_step and nn_optim_zero_grad with the work spread over t's
  * threads (t NULL: the calling thread only), as nn_mlp_train_step runs them;
  * fn names the public caller in err's message. */
