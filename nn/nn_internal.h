@@ -94,4 +94,30 @@ ag_status nn__mlp_new_zeroed(const nn_spec *spec, const char *fn, nn_mlp **out, 
 size_t nn__rows(const ag_tensor *x);
 size_t nn__row_len(const ag_tensor *x);
 
+/* For checkpoints (checkpoint.c), the optimizer's and the batch
+ * iterator's internals, reached only through these. */
+/* The configuration in force (learning rate included). */
+const nn_optim_config *nn__optim_config(const nn_optim *opt);
+/* The state values (momenta, or Adam's m then v, in double); *n: their count. */
+const double *nn__optim_state(const nn_optim *opt, size_t *n);
+/* Whether opt updates exactly these tensors, in this order. */
+bool nn__optim_updates(const nn_optim *opt, const nn_param *params, size_t n);
+/* Whether cfg (checked as nn_optim_new checks it) and n_state state values
+ * fit opt: the same kind and state layout. Errors name fn: AG_ERR_VALUE. */
+ag_status nn__optim_check_restore(const nn_optim *opt, const nn_optim_config *cfg,
+                                  size_t n_state, const char *fn, nn_error *err);
+/* Puts back what nn__optim_check_restore accepted; cannot fail. */
+void nn__optim_restore(nn_optim *opt, const nn_optim_config *cfg, size_t steps,
+                       const double *state);
+
+typedef struct {
+    size_t n, batch, pos; /* rows, rows per batch, rows of this epoch served */
+    bool shuffle;
+    ag_rng rng;           /* draws the next epoch's order */
+    const size_t *order;  /* this epoch's row order, n entries */
+} nn__batches_state;
+nn__batches_state nn__batches_get(const nn_batches *it);
+/* Sets pos, rng and order (n entries, a permutation) from s; cannot fail. */
+void nn__batches_restore(nn_batches *it, const nn__batches_state *s);
+
 #endif

@@ -593,3 +593,58 @@ double nn_lr_at(const nn_lr_schedule *s, double base_lr, size_t epoch)
     }
     return base_lr;
 }
+
+/* ------------------------------------------------ checkpoints
+ * What nn_checkpoint_save reads and nn_checkpoint_load restores (see
+ * nn_internal.h): the configuration, the step count and the state. */
+
+/* State values per parameter element: m and v, a momentum buffer, or none. */
+static size_t state_per_element(const nn_optim_config *c)
+{
+    return c->kind != NN_SGD ? 2 : c->momentum > 0 ? 1 : 0;
+}
+
+const nn_optim_config *nn__optim_config(const nn_optim *opt) { return &opt->cfg; }
+
+const double *nn__optim_state(const nn_optim *opt, size_t *n)
+{
+    *n = state_per_element(&opt->cfg) * opt->total;
+    return opt->state;
+}
+
+bool nn__optim_updates(const nn_optim *opt, const nn_param *params, size_t n)
+{
+    if (n != opt->n)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (params[i].tensor != opt->params[i])
+            return false;
+    return true;
+}
+
+ag_status nn__optim_check_restore(const nn_optim *opt, const nn_optim_config *cfg,
+                                  size_t n_state, const char *fn, nn_error *err)
+{
+    ag_status s = check_config(fn, cfg, err);
+    if (s != AG_OK)
+        return s;
+    static const char *const kinds[] = {"SGD", "Adam", "AdamW"};
+    if (cfg->kind != opt->cfg.kind)
+        return nn__fail(err, AG_ERR_VALUE, "%s: the checkpoint's optimizer is %s, this one %s", fn,
+                        kinds[cfg->kind], kinds[opt->cfg.kind]);
+    size_t have = state_per_element(&opt->cfg) * opt->total;
+    if (n_state != state_per_element(cfg) * opt->total || n_state != have)
+        return nn__fail(err, AG_ERR_VALUE, "%s: the checkpoint holds %zu optimizer state values, "
+                        "this optimizer %zu (SGD with and without momentum differ)", fn, n_state,
+                        have);
+    return AG_OK;
+}
+
+void nn__optim_restore(nn_optim *opt, const nn_optim_config *cfg, size_t steps,
+                       const double *state)
+{
+    opt->cfg = *cfg;
+    opt->steps = steps;
+    opt->grad_norm = NAN;
+    memcpy(opt->state, state, state_per_element(cfg) * opt->total * sizeof *state);
+}

@@ -387,3 +387,20 @@ ag_status nn_accuracy(const ag_tensor *out, const ag_tensor *target, double thre
     *acc = (double)right / (double)n;
     return nn__ok(err);
 }
+
+/* ------------------------------------------------ checkpoints
+ * The iterator's position, order and RNG, as nn_checkpoint_save reads them
+ * and nn_checkpoint_load puts them back (see nn_internal.h). */
+
+nn__batches_state nn__batches_get(const nn_batches *it)
+{
+    return (nn__batches_state){.n = it->n, .batch = it->batch, .pos = it->pos,
+                               .shuffle = it->shuffle, .rng = it->rng, .order = it->order};
+}
+
+void nn__batches_restore(nn_batches *it, const nn__batches_state *s)
+{
+    it->pos = s->pos;
+    it->rng = s->rng;
+    memcpy(it->order, s->order, it->n * sizeof *it->order);
+}
