@@ -715,7 +715,7 @@ static ag_status load_from(FILE *f, const char *fn, const char *path, size_t siz
     if (s != AG_OK)
         return s;
     ag_tensor *owner = NULL;
-    unsigned char *h = nn__mem(len, &owner);
+    unsigned char *h = nn__mem(len + 1, &owner); /* + 1: an empty header is an array too */
     if (!h)
         return nn__fail(err, AG_ERR_NOMEM, "%s: %s: out of memory for the header", fn, path);
     jp j = {.fn = fn, .path = path, .start = h, .p = h, .end = h + len, .err = err};
