@@ -6,6 +6,7 @@
  *
  * Usage: moons [OUT.svg] [--seed N] [--noise X] [--steps N]   (--help: defaults) */
 #include "common.h"
+#include "svg.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -32,7 +33,7 @@ static double px(double x) { return (x - X0) / (X1 - X0) * SIDE; }
 static double py(double y) { return (Y1 - y) / (Y1 - Y0) * SIDE; }
 
 /* The plane shaded by p(class 1), blue (0) through white to orange (1). */
-static void draw_regions(FILE *f, const ag_tensor *p)
+static void draw_regions(svg *s, const ag_tensor *p)
 {
     double cell = (double)SIDE / GRID;
     for (size_t r = 0; r < GRID; r++)
@@ -40,23 +41,22 @@ static void draw_regions(FILE *f, const ag_tensor *p)
             double q = ag_get(p, r * GRID + c), w = fabs(2 * q - 1);
             int red = q > 0.5 ? 255 : (int)(255 - 180 * w), green = (int)(255 - 100 * w);
             int blue = q > 0.5 ? (int)(255 - 230 * w) : 255;
-            fprintf(f, "<rect x='%.1f' y='%.1f' width='%.2f' height='%.2f' fill='rgb(%d,%d,%d)'/>\n",
-                    c * cell, r * cell, cell + 0.3, cell + 0.3, red, green, blue);
+            char fill[32];
+            snprintf(fill, sizeof fill, "rgb(%d,%d,%d)", red, green, blue);
+            svg_rect(s, c * cell, r * cell, cell + 0.3, cell + 0.3, fill);
         }
 }
 
 static bool write_svg(const char *path, const ag_tensor *grid_p, const double *xy, const double *label)
 {
-    FILE *f = fopen(path, "w");
-    if (!f)
+    svg s;
+    if (!svg_open(&s, path, SIDE, SIDE))
         return false;
-    fprintf(f, "<svg xmlns='http://www.w3.org/2000/svg' width='%d' height='%d'>\n", SIDE, SIDE);
-    draw_regions(f, grid_p);
+    draw_regions(&s, grid_p);
     for (size_t i = 0; i < N; i++)
-        fprintf(f, "<circle cx='%.1f' cy='%.1f' r='3.5' fill='%s' stroke='black' stroke-width='0.7'/>\n",
-                px(xy[2 * i]), py(xy[2 * i + 1]), label[i] ? "#e66101" : "#3b6fd6");
-    fputs("</svg>\n", f);
-    return fclose(f) == 0;
+        svg_circle(&s, px(xy[2 * i]), py(xy[2 * i + 1]), 3.5, label[i] ? "#e66101" : "#3b6fd6",
+                   "black");
+    return svg_close(&s);
 }
 
 /* p(class 1) at the centre of every grid cell, row by row from the top. */

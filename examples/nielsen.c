@@ -8,12 +8,13 @@
  * Without MNIST it trains a 64-30-10 network on the bundled 8x8 digits.
  *
  * Usage: nielsen [MNIST_DIR] [--epochs N] [--batch N] [--eta X] [--hidden N]
- *                [--seed N] [--f64] [--digits]
+ *                [--seed N] [--f64] [--digits] [--plot FILE.svg]
  * MNIST_DIR holds the four IDX files (scripts/fetch-mnist.sh fetches them;
  * a MNIST_DIR without them is an error); by default data/mnist and
  * ../shared/data/mnist are tried; --digits uses the bundled digits even when
- * MNIST is there. --help lists the flags with their defaults. */
+ * MNIST is there; --plot draws the cost and test accuracy per epoch. --help lists the flags with their defaults. */
 #include "common.h"
+#include "svg.h"
 
 #include <inttypes.h>
 #include <math.h>
@@ -22,14 +23,14 @@
 
 typedef struct {
     bool digits, f64;
-    const char *mnist_dir;
+    const char *mnist_dir, *plot_path;
     uint64_t epochs, batch, hidden, seed;
     double eta;
 } options;
 
 static options parse(int argc, char **argv)
 {
-    options o = {false, false, NULL, 30, 10, 30, 1, 3.0};
+    options o = {false, false, NULL, NULL, 30, 10, 30, 1, 3.0};
     const flag_spec flags[] = {
         {"--epochs", FLAG_UINT, &o.epochs, 1, 1e6, false, "passes over the training set"},
         {"--batch", FLAG_UINT, &o.batch, 1, 60000, false, "mini-batch size"},
@@ -38,6 +39,8 @@ static options parse(int argc, char **argv)
         {"--seed", FLAG_UINT, &o.seed, 0, INFINITY, false, "seed of the weights and the shuffles"},
         {"--f64", FLAG_BOOL, &o.f64, 0, 0, false, "train in f64 instead of f32"},
         {"--digits", FLAG_BOOL, &o.digits, 0, 0, false, "the bundled digits, even if MNIST is there"},
+        {"--plot", FLAG_PATH, &o.plot_path, 0, 0, false,
+         "draw the cost and test accuracy per epoch into this SVG file"},
     };
     const cli_spec cli = {"nielsen", " [MNIST_DIR]",
                           "Nielsen's network.py on MNIST: 784-30-10 sigmoid, quadratic cost, SGD.\n"
@@ -113,7 +116,9 @@ int main(int argc, char **argv)
         nn_batches_new(train.x, y, bx, by, true, o.seed, &it, &err))
         return fail("setting up", &err);
 
-    double total = 0;
+    double total = 0, *costs = calloc(o.epochs, sizeof(double)), *accs = calloc(o.epochs, sizeof(double));
+    if (!costs || !accs)
+        return fprintf(stderr, "nielsen: out of memory\n"), 1;
     for (size_t epoch = 0; epoch < o.epochs; epoch++) {
         double t0 = now_seconds(), cost, acc;
         if (train_epoch(net, t, opt, it, &cost, &err) != AG_OK)
@@ -122,11 +127,21 @@ int main(int argc, char **argv)
         total += seconds;
         if (nn_mlp_accuracy(net, t, test.x, test.labels, &acc, &err) != AG_OK)
             return fail("testing", &err);
+        costs[epoch] = cost;
+        accs[epoch] = acc;
         printf("Epoch %zu: %zu / %zu  (cost %.4f, %.2f s, %.0f images/s)\n", epoch,
                (size_t)(acc * (double)test.n + 0.5), test.n, cost, seconds, (double)train.n / seconds);
         fflush(stdout);
     }
     printf("%" PRIu64 " epochs in %.1f s\n", o.epochs, total);
+    char title[128];
+    snprintf(title, sizeof title, "nielsen %zu-%zu-10 sigmoid, SGD eta %g, batch %" PRIu64, sizes[0],
+             sizes[1], o.eta, o.batch);
+    bool plotted = !o.plot_path || svg_training_curve(o.plot_path, title, 0, costs, accs, o.epochs);
+    if (!plotted)
+        fprintf(stderr, "nielsen: cannot write %s\n", o.plot_path);
+    free(costs);
+    free(accs);
     nn_batches_free(it);
     nn_optim_free(opt);
     nn_mlp_free(net);
@@ -136,5 +151,5 @@ int main(int argc, char **argv)
     ag_tensor_free(y);
     nn_dataset_free(&train);
     nn_dataset_free(&test);
-    return 0;
+    return plotted ? 0 : 1;
 }
