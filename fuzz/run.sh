@@ -26,7 +26,7 @@ esac
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 build=${FUZZ_BUILD:-$root/build-fuzz}
-targets=${FUZZ_TARGETS:-refcase model idx csv api}
+targets=${FUZZ_TARGETS:-refcase model idx csv api npy safetensors}
 
 for t in $targets; do
     if [ -z "$(find "$root/fuzz/corpus/$t" -type f 2>/dev/null | head -n 1)" ]; then
@@ -60,6 +60,8 @@ max_len() {
     idx) echo 2048 ;;
     csv) echo 4096 ;;
     api) echo 2048 ;;
+    npy) echo 2048 ;;
+    safetensors) echo 4096 ;;
     *) echo 4096 ;;
     esac
 }
