@@ -550,7 +550,8 @@ void nn_safetensors_free(nn_safetensors *st);
  * "2.weight", "2.bias", "4.weight", "4.bias", in the model's dtype.
  * Metadata: "format": "pt", "nn.activations": "tanh,relu,identity" (the
  * nn_act_name of each layer), "nn.leaky_slope": the slope ("%.17g").
- * Errors: AG_ERR_NULL, nn_safetensors_save's. */
+ * Errors: AG_ERR_NULL, AG_ERR_NOMEM (the transposed weights),
+ * nn_safetensors_save's. */
 ag_status nn_mlp_save_safetensors(const nn_mlp *net, const char *path, nn_error *err);
 /* Reads such a file into a new model *out (caller frees). With spec NULL
  * the file must carry "nn.activations" (as nn_mlp_save_safetensors
