@@ -48,21 +48,19 @@ void nn__swap_bytes(void *p, size_t n, size_t es)
 
 /* The header np.save writes (version 1.0): dict, spare spaces, padding to
  * NPY_ALIGN, '\n'. Returns its length (< NPY_HEADER_MAX for any rank). */
-static size_t npy_header(const ag_tensor *x, char *h)
+static size_t npy_header(const ag_tensor *x, char h[NPY_HEADER_MAX])
 {
-    size_t rank = ag_tensor_rank(x), n;
+    size_t rank = ag_tensor_rank(x), k = 0;
     const size_t *shape = ag_tensor_shape(x);
-    n = (size_t)sprintf(h, "{'descr': '<%s', 'fortran_order': False, 'shape': (",
-                        ag_tensor_dtype(x) == AG_F32 ? "f4" : "f8");
+    char dims[AG_MAX_RANK * 24] = "";
     for (size_t i = 0; i < rank; i++)
-        n += (size_t)sprintf(h + n, i ? ", %zu" : "%zu", shape[i]);
-    n += (size_t)sprintf(h + n, rank == 1 ? ",), }" : "), }");
-    if (rank > 0) {
-        char first[24];
-        size_t digits = (size_t)sprintf(first, "%zu", shape[0]);
-        for (size_t i = digits; i < NPY_GROWTH_DIGITS; i++)
+        k += (size_t)snprintf(dims + k, sizeof dims - k, i ? ", %zu" : "%zu", shape[i]);
+    size_t n = (size_t)snprintf(h, NPY_HEADER_MAX, "{'descr': '<%s', 'fortran_order': False, "
+                                "'shape': (%s%s), }", ag_tensor_dtype(x) == AG_F32 ? "f4" : "f8",
+                                dims, rank == 1 ? "," : "");
+    if (rank > 0)
+        for (int i = snprintf(NULL, 0, "%zu", shape[0]); i < NPY_GROWTH_DIGITS; i++)
             h[n++] = ' ';
-    }
     while ((NPY_PREAMBLE_V1 + n + 1) % NPY_ALIGN != 0)
         h[n++] = ' ';
     h[n++] = '\n';
