@@ -295,12 +295,17 @@ static ag_status tape_error(ag_tape *t, const char *prefix, nn_error *err)
     return s;
 }
 
-static ag_status check_step(ag_tape *t, nn_optim *opt, ag_tensor *x, ag_tensor *y, size_t shards,
-                            nn_error *err)
+static ag_status check_step(const nn_mpi *dp, ag_tape *t, nn_optim *opt, ag_tensor *x,
+                            ag_tensor *y, nn_error *err)
 {
     const char *fn = "nn_mpi_train_step";
     if (!t || !opt)
         return nn__fail(err, AG_ERR_NULL, "%s: %s is NULL", fn, !t ? "t" : "opt");
+    size_t n;
+    const nn_param *params = nn_mlp_params(dp->net, &n);
+    if (!nn__optim_updates(opt, params, n)) /* it would step on gradients we never summed */
+        return nn__fail(err, AG_ERR_VALUE, "%s: opt does not update the trainer's model (make it "
+                        "with nn_mlp_optim_new on that model)", fn);
     if (ag_tape_status(t) != AG_OK || ag_tape_check_input(t, x, fn, "x") != AG_OK ||
         ag_tape_check_input(t, y, fn, "y") != AG_OK)
         return tape_error(t, "", err); /* the message names fn */
@@ -310,7 +315,7 @@ static ag_status check_step(ag_tape *t, nn_optim *opt, ag_tensor *x, ag_tensor *
         return nn__fail(err, AG_ERR_SHAPE, "%s: x %s and y %s must have the same number of rows, "
                         "at least 1", fn, ag_shape_str(x, sx, sizeof sx),
                         ag_shape_str(y, sy, sizeof sy));
-    if (rows > SIZE_MAX / shards)
+    if (rows > SIZE_MAX / dp->shards)
         return nn__fail(err, AG_ERR_OVERFLOW, "%s: %zu rows overflow", fn, rows);
     return AG_OK;
 }
@@ -363,7 +368,7 @@ static void push_shard(nn_mpi *dp)
 static ag_status local_sum(nn_mpi *dp, ag_tape *t, nn_optim *opt, nn_cost cost, ag_tensor *x,
                            ag_tensor *y, size_t *rows, bool *finite, nn_error *err)
 {
-    ag_status s = check_step(t, opt, x, y, dp->shards, err);
+    ag_status s = check_step(dp, t, opt, x, y, err);
     if (s != AG_OK)
         return s;
     *rows = nn__rows(x);

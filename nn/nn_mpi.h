@@ -59,8 +59,9 @@ ag_status nn_mpi_agree(MPI_Comm comm, ag_status s, nn_error *err);
  * per global batch; caller frees with nn_mpi_free (collective, before
  * MPI_Finalize). net must outlive it. Every rank's net must have the same
  * layer sizes, activations and dtype; rank 0's parameters are copied to
- * every rank, so all start equal. Allocates the shard sums here: about
- * (log2(S/N) + 1.5) times the parameters. Errors: AG_ERR_NULL (comm is
+ * every rank, so all start equal. Allocates here all a step needs beyond
+ * the tape: log2(S/N) sums the size of the parameters, and half of one to
+ * receive from other ranks. Errors: AG_ERR_NULL (comm is
  * MPI_COMM_NULL: local), AG_ERR_VALUE (S not a power of two in
  * [1, NN_MPI_SHARDS_MAX], the rank count not dividing S, S or the models
  * differing between ranks), AG_ERR_NOMEM, AG_ERR_IO (MPI failed). */
@@ -79,11 +80,13 @@ uint64_t nn_mpi_bytes_sent(const nn_mpi *dp);
  * batch x [B, ...], y [B, ...] (the same on every rank; B >= 1): zero the
  * gradients, each of this rank's shards forward, cost, backward, the tree
  * sum, then opt's step on every rank (opt made by nn_mlp_optim_new on the
- * trainer's model) and ag_tape_reset(t). *loss (may be NULL) gets the
+ * trainer's model) and ag_tape_reset(t). In steady state it allocates
+ * nothing (MPI itself may). *loss (may be NULL) gets the
  * global batch's cost, the same on every rank, also when the step is
  * refused after the sum. A shard with no rows (B < S) adds 0. Errors
  * (collective, see above): the tape's (checked mode's NaN or Inf, a shape,
- * out of memory), AG_ERR_NULL, AG_ERR_SHAPE (x or y a scalar, their rows
+ * out of memory), AG_ERR_NULL, AG_ERR_VALUE (opt updates other tensors
+ * than the trainer's model), AG_ERR_SHAPE (x or y a scalar, their rows
  * differ, or the ranks' batches differ in rows), AG_ERR_NUMERIC (a NaN or
  * Inf in the summed gradient: every rank refuses the step, naming the
  * lowest rank whose shards produced one), AG_ERR_IO (MPI failed). */

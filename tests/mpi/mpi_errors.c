@@ -2,9 +2,9 @@
  * alone) reaches every rank as the same error carrying that rank's
  * message, nothing is half-applied, and nobody hangs: the next collective
  * call works. Cases: a missing data file (nn_mpi_agree), a NaN input in
- * checked mode and without it, a NULL batch, batches of different sizes,
- * allocation failures (in nn_mpi_new and in a step), bad or differing
- * shard counts, differing models. */
+ * checked mode and without it, a NULL batch, another model's optimizer,
+ * batches of different sizes, allocation failures (in nn_mpi_new and in a
+ * step), bad or differing shard counts, differing models. */
 #include "mpitest.h"
 
 #include <math.h>
@@ -154,6 +154,27 @@ static void null_batch(void)
     free_trainer(&tr);
 }
 
+/* Rank bad_rank steps with an optimizer of another model. */
+static void foreign_optimizer(void)
+{
+    trainer tr = make_trainer();
+    nn_mlp *other = mt_model(sizes, 2, AG_F32, 6);
+    nn_optim_config cfg = nn_adam(1e-2);
+    nn_optim *opt = NULL;
+    nn_error err = {0};
+    MT_CHECK(nn_mlp_optim_new(other, &cfg, &opt, &err) == AG_OK, "%s", err.msg);
+    ag_status s = nn_mpi_train_step(tr.dp, tr.t, mt_rank == bad_rank ? opt : tr.opt,
+                                    NN_COST_CROSS_ENTROPY, tr.x, tr.y, NULL, &err);
+    expect_error("another model's optimizer", s, &err, AG_ERR_VALUE,
+                 "nn_mpi_train_step: opt does not update the trainer's model");
+    expect_unchanged("another model's optimizer", &tr);
+    MT_CHECK(nn_optim_steps(opt) == 0, "the other optimizer stepped");
+    expect_recovery("another model's optimizer", &tr);
+    nn_optim_free(opt);
+    nn_mlp_free(other);
+    free_trainer(&tr);
+}
+
 /* Rank bad_rank passes 6 of the 8 rows: every rank refuses (with one
  * rank there is nobody to differ from, so it trains on 6 rows). */
 static void batch_rows_differ(void)
@@ -250,6 +271,7 @@ int main(int argc, char **argv)
     nan_input(true);
     nan_input(false);
     null_batch();
+    foreign_optimizer();
     batch_rows_differ();
     out_of_memory();
     bad_shards();
