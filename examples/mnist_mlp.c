@@ -214,15 +214,15 @@ int main(int argc, char **argv)
     size_t done = 0, last = o.stop_after && o.stop_after < o.epochs ? o.stop_after : o.epochs;
     double acc = 0;
     history h = {calloc(o.epochs, sizeof(double)), calloc(o.epochs, sizeof(double)), 0};
+    int rc = 1; /* a refused checkpoint or a failed step frees everything too (tests use ASan) */
     if (!h.cost || !h.accuracy)
-        return fprintf(stderr, "mnist_mlp: out of memory\n"), 1;
-    if ((o.resume_path && resume(&tr, &o, &done)) ||
-        train_epochs(&tr, &o, done, last < done ? done : last, &train, &test, &h, &acc) ||
-        (o.plot_path && plot(&o, &h, done + 1, !dir)))
-        return 1;
+        fprintf(stderr, "mnist_mlp: out of memory\n");
+    else if (!(o.resume_path && resume(&tr, &o, &done)) &&
+             !train_epochs(&tr, &o, done, last < done ? done : last, &train, &test, &h, &acc) &&
+             !(o.plot_path && plot(&o, &h, done + 1, !dir)))
+        rc = save_and_reload(&tr, o.save_path, &test, acc);
     free(h.cost);
     free(h.accuracy);
-    int rc = save_and_reload(&tr, o.save_path, &test, acc);
     nn_batches_free(tr.it);
     nn_optim_free(tr.opt);
     nn_mlp_free(tr.net);
