@@ -10,6 +10,11 @@
 /* Elements per MPI call: MPI counts are ints. */
 #define CHUNK ((size_t)1 << 28)
 
+/* What each rank tells the others after its shards, in one Allgather of
+ * doubles: whether it failed, whether its subtree sum is all finite, its
+ * batch's rows, then its shards' shares of the cost. */
+enum report_field { REPORT_FAILED, REPORT_NONFINITE, REPORT_ROWS, REPORT_COSTS };
+
 struct nn_mpi {
     ag_tensor *mem;        /* owns this struct and the arrays below */
     MPI_Comm comm;         /* our duplicate of the caller's, errors returned */
@@ -23,8 +28,8 @@ struct nn_mpi {
     size_t *levels;        /* each entry's sum covers 2^level shards */
     size_t depth;          /* entries on the stack */
     void *recv;            /* ceil(P/2) elements from a partner (N > 1) */
-    double *losses;        /* this rank's shards' weighted costs */
-    double *all_losses;    /* every shard's, in shard order */
+    double *report;        /* this rank's step report (see report_field) */
+    double *reports;       /* every rank's, in rank order */
     uint64_t bytes_sent;   /* by the last step's reduction */
 };
 
@@ -140,8 +145,8 @@ static ag_status alloc_trainer(nn_mlp *net, size_t shards, int size, nn_mpi **ou
     nn__layout_add(&lay, 1, sizeof(nn_mpi));
     size_t o_partial = nn__layout_add(&lay, d, sizeof(void *));
     size_t o_levels = nn__layout_add(&lay, d, sizeof(size_t));
-    size_t o_losses = nn__layout_add(&lay, mine, sizeof(double));
-    size_t o_all = nn__layout_add(&lay, shards, sizeof(double));
+    size_t o_report = nn__layout_add(&lay, REPORT_COSTS + mine, sizeof(double));
+    size_t o_reports = nn__layout_add(&lay, (REPORT_COSTS + mine) * (size_t)size, sizeof(double));
     size_t o_recv = nn__layout_add(&lay, size > 1 ? P / 2 + 1 : 0, es);
     size_t o_bufs = nn__layout_add(&lay, d, buf_bytes);
     ag_tensor *mem = NULL;
@@ -156,8 +161,8 @@ static ag_status alloc_trainer(nn_mlp *net, size_t shards, int size, nn_mpi **ou
     for (size_t i = 0; i < d; i++)
         dp->partial[i] = base + o_bufs + i * buf_bytes;
     dp->levels = (size_t *)(base + o_levels);
-    dp->losses = (double *)(base + o_losses);
-    dp->all_losses = (double *)(base + o_all);
+    dp->report = (double *)(base + o_report);
+    dp->reports = (double *)(base + o_reports);
     dp->recv = base + o_recv;
     *out = dp;
     return AG_OK;
@@ -375,7 +380,7 @@ static ag_status local_sum(nn_mpi *dp, ag_tape *t, nn_optim *opt, nn_cost cost, 
     size_t first = (size_t)dp->rank * dp->mine;
     dp->depth = 0;
     for (size_t j = 0; j < dp->mine; j++) {
-        s = shard_grad(dp, t, cost, x, y, first + j, &dp->losses[j], err);
+        s = shard_grad(dp, t, cost, x, y, first + j, &dp->report[REPORT_COSTS + j], err);
         if (s != AG_OK)
             return s;
         if (dp->mine > 1) /* one shard is its own subtree, already in place */
@@ -389,26 +394,43 @@ static ag_status local_sum(nn_mpi *dp, ag_tape *t, nn_optim *opt, nn_cost cost, 
 
 /* ------------------------------------------------ across ranks */
 
-/* The step's one status exchange (an Allreduce of minima): the lowest
- * failing rank, whose failure then reaches every rank; the lowest rank
- * whose subtree sum is not finite, into *nonfinite_rank; the least and
- * greatest batch rows, which must agree. */
-static ag_status share_status(nn_mpi *dp, ag_status s, const nn_error *local, size_t rows,
-                              bool finite, int *nonfinite_rank, nn_error *err)
+/* The step's one status exchange: every rank's report (an Allgather),
+ * then the lowest failing rank's failure reaches every rank (it alone
+ * broadcasts); the ranks' batch rows must agree. *nonfinite_rank gets the
+ * lowest rank whose subtree sum is not finite (N if none), *loss the
+ * global batch's cost: every shard's share, summed in shard order. */
+static ag_status share_reports(nn_mpi *dp, ag_status s, const nn_error *local, size_t rows,
+                               bool finite, int *nonfinite_rank, double *loss, nn_error *err)
 {
     const char *fn = "nn_mpi_train_step";
-    long long v[4] = {s != AG_OK ? dp->rank : dp->size,
-                      s == AG_OK && !finite ? dp->rank : dp->size,
-                      (long long)rows, -(long long)rows}, r[4];
-    int rc = MPI_Allreduce(v, r, 4, MPI_LONG_LONG, MPI_MIN, dp->comm);
+    size_t k = REPORT_COSTS + dp->mine;
+    dp->report[REPORT_FAILED] = s != AG_OK;
+    dp->report[REPORT_NONFINITE] = !finite;
+    dp->report[REPORT_ROWS] = (double)rows;
+    int rc = MPI_Allgather(dp->report, (int)k, MPI_DOUBLE, dp->reports, (int)k, MPI_DOUBLE,
+                           dp->comm);
     if (rc != MPI_SUCCESS)
-        return mpi_failed(err, fn, "MPI_Allreduce", rc);
-    if (r[0] < dp->size)
-        return spread_failure(dp->comm, dp->rank, (int)r[0], s, local, fn, err);
-    if (r[2] != -r[3])
-        return nn__fail(err, AG_ERR_SHAPE, "%s: the ranks' batches have %lld to %lld rows; every "
-                        "rank must pass the same global batch", fn, r[2], -r[3]);
-    *nonfinite_rank = (int)r[1];
+        return mpi_failed(err, fn, "MPI_Allgather", rc);
+    int failed = dp->size;
+    double least = dp->reports[REPORT_ROWS], most = least, sum = 0;
+    *nonfinite_rank = dp->size;
+    for (int r = dp->size; r-- > 0;) { /* downwards: the lowest rank is found last */
+        const double *rep = dp->reports + (size_t)r * k;
+        failed = rep[REPORT_FAILED] != 0 ? r : failed;
+        *nonfinite_rank = rep[REPORT_NONFINITE] != 0 ? r : *nonfinite_rank;
+        least = rep[REPORT_ROWS] < least ? rep[REPORT_ROWS] : least;
+        most = rep[REPORT_ROWS] > most ? rep[REPORT_ROWS] : most;
+    }
+    if (failed < dp->size)
+        return spread_failure(dp->comm, dp->rank, failed, s, local, fn, err);
+    if (least != most)
+        return nn__fail(err, AG_ERR_SHAPE, "%s: the ranks' batches have %.0f to %.0f rows; every "
+                        "rank must pass the same global batch", fn, least, most);
+    for (size_t r = 0; r < (size_t)dp->size; r++)
+        for (size_t j = 0; j < dp->mine; j++)
+            sum += dp->reports[r * k + REPORT_COSTS + j];
+    if (loss)
+        *loss = sum;
     return AG_OK;
 }
 
@@ -467,21 +489,6 @@ static ag_status reduce_tree(nn_mpi *dp, nn_error *err)
     return s;
 }
 
-/* The global batch's cost: every shard's share, summed in shard order. */
-static ag_status gather_loss(nn_mpi *dp, double *loss, nn_error *err)
-{
-    int rc = MPI_Allgather(dp->losses, (int)dp->mine, MPI_DOUBLE, dp->all_losses, (int)dp->mine,
-                           MPI_DOUBLE, dp->comm);
-    if (rc != MPI_SUCCESS)
-        return mpi_failed(err, "nn_mpi_train_step", "MPI_Allgather", rc);
-    double sum = 0;
-    for (size_t k = 0; k < dp->shards; k++)
-        sum += dp->all_losses[k];
-    if (loss)
-        *loss = sum;
-    return AG_OK;
-}
-
 /* The optimizer's step, the same on every rank; a refusal of a non-finite
  * gradient names the lowest rank whose shards produced one. */
 static ag_status optim_step(nn_mpi *dp, ag_tape *t, nn_optim *opt, int nonfinite_rank,
@@ -506,11 +513,9 @@ ag_status nn_mpi_train_step(nn_mpi *dp, ag_tape *t, nn_optim *opt, nn_cost cost,
     bool finite = true;
     int nonfinite_rank = dp->size;
     ag_status s = local_sum(dp, t, opt, cost, x, y, &rows, &finite, &local);
-    s = share_status(dp, s, &local, rows, finite, &nonfinite_rank, err);
+    s = share_reports(dp, s, &local, rows, finite, &nonfinite_rank, loss, err);
     if (s == AG_OK)
         s = reduce_tree(dp, err);
-    if (s == AG_OK)
-        s = gather_loss(dp, loss, err);
     if (s == AG_OK)
         s = optim_step(dp, t, opt, nonfinite_rank, err);
     return s;
