@@ -138,6 +138,20 @@ static void result(const char *name, double value, const char *unit)
     fflush(stdout);
 }
 
+/* Rank 0's last lines: the N-rank rate, its ratio to one process (one),
+ * and the bytes sent per step against a ring's bound. */
+static void report_parallel(double many, double one, size_t threads, size_t S, uint64_t bytes)
+{
+    char name[96];
+    snprintf(name, sizeof name, "W2-f32-mpi-%dx%zut-S%zu", size, threads, S);
+    result(name, many, "ex/s");
+    printf("ratio %d ranks x %zu threads / 1 process x %zu threads: %.3f\n", size, threads,
+           (size_t)size * threads, many / one);
+    double P = 784 * 256 + 256 + 256 * 256 + 256 + 256 * 10 + 10;
+    printf("bytes sent per step by rank 0: %llu; ring bound P x 4 x 2(N-1)/N = %.0f (P = %.0f)\n",
+           (unsigned long long)bytes, P * 4 * 2 * (size - 1) / size, P);
+}
+
 int main(int argc, char **argv)
 {
     uint64_t threads = 1, shards = 0, steps = 200;
@@ -169,15 +183,8 @@ int main(int argc, char **argv)
     idle_until_rank0();
     uint64_t bytes = 0;
     double many = measure(MPI_COMM_WORLD, (size_t)threads, S, (size_t)steps, &bytes);
-    if (rank == 0) {
-        snprintf(name, sizeof name, "W2-f32-mpi-%dx%zut-S%zu", size, (size_t)threads, S);
-        result(name, many, "ex/s");
-        printf("ratio %d ranks x %zu threads / 1 process x %zu threads: %.3f\n", size,
-               (size_t)threads, all, many / one);
-        double P = 784 * 256 + 256 + 256 * 256 + 256 + 256 * 10 + 10;
-        printf("bytes sent per step by rank 0: %llu; ring bound P x 4 x 2(N-1)/N = %.0f "
-               "(P = %.0f)\n", (unsigned long long)bytes, P * 4 * 2 * (size - 1) / size, P);
-    }
+    if (rank == 0)
+        report_parallel(many, one, (size_t)threads, S, bytes);
     MPI_Finalize();
     return 0;
 }

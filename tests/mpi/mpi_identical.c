@@ -136,6 +136,25 @@ static void free_model(model *m)
     nn_mlp_free(m->net);
 }
 
+/* After the steps: the data-parallel model is the reference bit for bit,
+ * and in f64 whole-batch training to rounding. */
+static void compare(const case_spec *c, const model *dp_m, const model *ref, const model *whole)
+{
+    size_t P = nn_mlp_param_count(dp_m->net);
+    MT_CHECK(memcmp(nn_mlp_data(dp_m->net), nn_mlp_data(ref->net), mt_param_bytes(ref->net)) == 0,
+             "%s: the parameters differ from the one-process tree's", c->name);
+    MT_CHECK(nn_optim_steps(dp_m->opt) == c->steps, "%s: %zu steps", c->name,
+             nn_optim_steps(dp_m->opt));
+    if (c->dt == AG_F64)
+        MT_CHECK(ag_allclose(AG_F64, P, nn_mlp_data(dp_m->net), nn_mlp_data(whole->net), 1e-9,
+                             1e-12, NULL), "%s: the parameters differ from whole-batch training",
+                 c->name);
+    if (mt_rank == 0)
+        printf("%-22s %d ranks, %zu shards, %zu steps: parameters crc32 %08x\n", c->name, mt_size,
+               c->shards, c->steps,
+               (unsigned)nn_crc32(0, nn_mlp_data(dp_m->net), mt_param_bytes(dp_m->net)));
+}
+
 /* Trains the three copies on the same batches and compares them. */
 static void run_case(const case_spec *c)
 {
@@ -166,18 +185,7 @@ static void run_case(const case_spec *c)
             MT_CHECK(ag_allclose(AG_F64, 1, &loss, &whole_loss, 1e-12, 0, NULL),
                      "%s step %zu: loss %.17g, whole batch %.17g", c->name, step, loss, whole_loss);
     }
-    size_t P = nn_mlp_param_count(dp_m.net);
-    MT_CHECK(memcmp(nn_mlp_data(dp_m.net), nn_mlp_data(ref.net), mt_param_bytes(ref.net)) == 0,
-             "%s: the parameters differ from the one-process tree's", c->name);
-    MT_CHECK(nn_optim_steps(dp_m.opt) == c->steps, "%s: %zu steps", c->name,
-             nn_optim_steps(dp_m.opt));
-    if (c->dt == AG_F64)
-        MT_CHECK(ag_allclose(AG_F64, P, nn_mlp_data(dp_m.net), nn_mlp_data(whole.net), 1e-9, 1e-12,
-                             NULL), "%s: the parameters differ from whole-batch training", c->name);
-    if (mt_rank == 0)
-        printf("%-22s %d ranks, %zu shards, %zu steps: parameters crc32 %08x\n", c->name, mt_size,
-               c->shards, c->steps,
-               (unsigned)nn_crc32(0, nn_mlp_data(dp_m.net), mt_param_bytes(dp_m.net)));
+    compare(c, &dp_m, &ref, &whole);
     nn_mpi_free(dp);
     nn_batches_free(it);
     ag_tape_free(t);
