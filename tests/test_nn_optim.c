@@ -69,6 +69,57 @@ Test(nn_optim, sgd_plain)
     check_two_steps(AG_F64, nn_sgd(0.1), (double[]){0.95, -1.85}, (double[]){0.925, -1.925}, 1e-15);
 }
 
+/* Plain SGD gives PyTorch's bits: θ, ∇ and torch.optim.SGD(lr=0.0137)'s
+ * result after one step, computed by PyTorch 1.13 (CPU) in each dtype, at
+ * elements where rounding θ - η∇ from double would differ in the last bit. */
+static const double TORCH_SGD_F32[][3] = {
+    {0x1.ad13a2p-9, 0x1.2a7c76p-2, -0x1.79650ap-11},
+    {-0x1.f15cb2p-6, 0x1.2995a4p-1, -0x1.39e95ep-5},
+    {-0x1.a3aad4p-7, -0x1.e24c88p-1, 0x1.9b30a8p-14},
+    {-0x1.1c7e54p-4, -0x1.a97372p-2, -0x1.052dc2p-4},
+    {-0x1.8600c4p-7, -0x1.d31cfep-1, 0x1.38fd94p-11},
+    {-0x1.556ef8p-9, -0x1.8b4b18p-3, 0x1.4a38eep-15},
+};
+static const double TORCH_SGD_F64[][3] = {
+    {0x1.a68592aba0300p-7, 0x1.a606bb017cdcap-1, 0x1.a3e9b658b6d8bp-10},
+    {-0x1.cc552a018d41ep-1, -0x1.f2db7cacb2334p-1, -0x1.c57f924ec02a9p-1},
+    {-0x1.cfbcf95d44c80p-7, -0x1.e72b4738e3320p-1, -0x1.24b4f1f520a14p-10},
+    {0x1.7017c27c9b3c0p-5, -0x1.ea694b315045cp-1, 0x1.db9749c0c289fp-5},
+    {0x1.253df6c620c70p-4, 0x1.5475e4ed9fdf0p-1, 0x1.ffdaeae162813p-5},
+    {-0x1.e2e28d68e117ep-1, -0x1.cf961edac33d4p-2, -0x1.dfb59b7520c11p-1},
+};
+
+static void check_torch_sgd(ag_dtype dt, const double (*cases)[3], size_t n)
+{
+    ag_tensor *w = ag_zeros(dt, AG_SHAPE(n));
+    cr_assert_eq(ag_set_requires_grad(w, true), AG_OK);
+    for (size_t i = 0; i < n; i++) {
+        if (dt == AG_F32) {
+            ((float *)ag_data(w))[i] = (float)cases[i][0];
+            ((float *)ag_grad(w))[i] = (float)cases[i][1];
+        } else {
+            ((double *)ag_data(w))[i] = cases[i][0];
+            ((double *)ag_grad(w))[i] = cases[i][1];
+        }
+    }
+    nn_param p = {"w", w};
+    nn_optim_config c = nn_sgd(0.0137);
+    nn_optim *o;
+    cr_assert_eq(nn_optim_new(&c, &p, 1, &o, NULL), AG_OK);
+    cr_assert_eq(nn_optim_step(o, NULL), AG_OK);
+    for (size_t i = 0; i < n; i++)
+        cr_expect_eq(ag_get(w, i), cases[i][2], "%s element %zu: %a, PyTorch %a",
+                     dt == AG_F32 ? "f32" : "f64", i, ag_get(w, i), cases[i][2]);
+    nn_optim_free(o);
+    ag_tensor_free(w);
+}
+
+Test(nn_optim, sgd_plain_gives_pytorchs_bits)
+{
+    check_torch_sgd(AG_F32, TORCH_SGD_F32, sizeof TORCH_SGD_F32 / sizeof *TORCH_SGD_F32);
+    check_torch_sgd(AG_F64, TORCH_SGD_F64, sizeof TORCH_SGD_F64 / sizeof *TORCH_SGD_F64);
+}
+
 Test(nn_optim, sgd_momentum)
 {
     /* b1 = g1, θ1 = (0.95, -1.85); b2 = 0.9·b1 + g2 = (0.7, -0.6), θ2 = (0.88, -1.79) */
