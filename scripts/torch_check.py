@@ -11,7 +11,9 @@ activation's module unless it is identity), loads the tensors with
 load_state_dict(strict=True), runs both models on the same 256 random
 inputs (ours through interop_tool mlp-forward, which imports the file
 with nn_mlp_load_safetensors) and prints the largest difference of their
-outputs. Needs python3-torch and python3-numpy; not a test."""
+outputs. Then the other way: a model PyTorch initialised, its state_dict
+written with json + numpy, imported by ours. Needs python3-torch and
+python3-numpy; not a test."""
 import json
 import os
 import struct
@@ -90,6 +92,43 @@ def check(tool, tmp, dtype, sizes, acts):
     return diff / max(scale, 1e-300) / eps
 
 
+def write_safetensors(path, state, acts):
+    """A state_dict as safetensors with json + numpy, and our activations."""
+    header, blobs, offset = {"__metadata__": {"format": "pt", "nn.activations": acts}}, [], 0
+    for name, t in state.items():
+        data = t.detach().numpy().astype(t.detach().numpy().dtype.newbyteorder("<")).tobytes()
+        header[name] = {"dtype": "F64" if t.dtype == torch.float64 else "F32",
+                        "shape": list(t.shape), "data_offsets": [offset, offset + len(data)]}
+        offset += len(data)
+        blobs.append(data)
+    h = json.dumps(header).encode()
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(h)) + h + b"".join(blobs))
+
+
+def check_torch_to_ours(tool, tmp):
+    """The other way: a model PyTorch initialised, imported by ours."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(8, 64), torch.nn.GELU(), torch.nn.Linear(64, 64),
+                                torch.nn.Tanh(), torch.nn.Linear(64, 3)).double()
+    path = os.path.join(tmp, "torch.safetensors")
+    write_safetensors(path, model.state_dict(), "gelu,tanh,identity")
+    x = np.random.default_rng(2).standard_normal((256, 8))
+    np.save(os.path.join(tmp, "x.npy"), x)
+    subprocess.run([tool, "mlp-forward", path, os.path.join(tmp, "x.npy"),
+                    os.path.join(tmp, "y.npy")], check=True)
+    ours = np.load(os.path.join(tmp, "y.npy"))
+    with torch.no_grad():
+        theirs = model(torch.from_numpy(x)).numpy()
+    diff = float(np.max(np.abs(ours - theirs)))
+    scale = float(np.max(np.abs(theirs)))
+    print(f"f64 8,64,64,3 made by PyTorch, imported by nn_mlp_load_safetensors: "
+          f"{', '.join(type(m).__name__ for m in model)}")
+    print(f"    max |ours - torch| = {diff:.3e}  (max |output| {scale:.3g}, "
+          f"{diff / scale / np.finfo(np.float64).eps:.1f} eps relative)")
+    return diff / scale / np.finfo(np.float64).eps
+
+
 def main():
     build = sys.argv[1] if len(sys.argv) > 1 else "build"
     tool = os.path.join(build, "tests", "interop", "interop_tool")
@@ -97,7 +136,7 @@ def main():
         sys.exit(f"{tool} not found: build first (ninja -C {build})")
     print(f"torch {torch.__version__}, numpy {np.__version__}")
     with tempfile.TemporaryDirectory() as tmp:
-        worst = max(check(tool, tmp, *m) for m in MODELS)
+        worst = max([check(tool, tmp, *m) for m in MODELS] + [check_torch_to_ours(tool, tmp)])
     # rounding level: a few hundred ulps of the output's scale at most
     print("rounding level" if worst < 1000 else "NOT at rounding level")
     sys.exit(0 if worst < 1000 else 1)
