@@ -15,6 +15,8 @@
 set -eu
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/autograd-install.XXXXXX")
+# A failed step keeps the folder for inspection; an interrupted run does not.
+trap 'rm -rf "$work"; exit 1' HUP INT TERM
 log=$work/log
 step() { echo "== $*"; }
 fail() {
