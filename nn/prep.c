@@ -299,11 +299,29 @@ ag_status nn_batches_new(const ag_tensor *x, const ag_tensor *y, ag_tensor *bx, 
     return nn__ok(err);
 }
 
+/* Rows idx[0..k) of src to dst's first k rows. A shuffled batch's rows
+ * lie scattered over a data set larger than the caches, so each one waits
+ * on memory: they are copied COPY_ROWS at a time, a COPY_PIECE of each in
+ * turn, which keeps that many reads in flight where a row at a time waits
+ * on each row in turn. Measured on an AMD EPYC Zen 4, 784-float rows out
+ * of 60,000: a batch of 10 took 6.7 µs a row at a time, 5.0 so (W1); of
+ * 128, 67 and 55 µs (W2). Pieces of 256 bytes and groups of 8 rows were
+ * the best of those tried (64 to 1024 bytes; 8, 16 or all the rows). */
+enum { COPY_ROWS = 8, COPY_PIECE = 256 };
+
 static void copy_rows(const ag_tensor *src, ag_tensor *dst, const size_t *idx, size_t k)
 {
     size_t row = nn__row_len(src) * ag_dtype_size(ag_tensor_dtype(src));
-    for (size_t i = 0; i < k; i++)
-        memcpy((char *)ag_data(dst) + i * row, (const char *)ag_data(src) + idx[i] * row, row);
+    const char *from = ag_data(src);
+    char *to = ag_data(dst);
+    for (size_t g = 0; g < k; g += COPY_ROWS) {
+        size_t end = k - g < COPY_ROWS ? k : g + COPY_ROWS;
+        for (size_t at = 0; at < row; at += COPY_PIECE) {
+            size_t len = row - at < COPY_PIECE ? row - at : COPY_PIECE;
+            for (size_t i = g; i < end; i++)
+                memcpy(to + i * row + at, from + idx[i] * row + at, len);
+        }
+    }
 }
 
 bool nn_batches_next(nn_batches *it, ag_tensor **bx, ag_tensor **by)
