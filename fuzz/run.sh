@@ -28,6 +28,10 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 build=${FUZZ_BUILD:-$root/build-fuzz}
 targets=${FUZZ_TARGETS:-refcase model idx csv api npy safetensors}
 
+# The checkpoint target joins the default list (it is named apart so that
+# the list above stays one line others can extend).
+[ -n "${FUZZ_TARGETS:-}" ] || targets="$targets checkpoint"
+
 for t in $targets; do
     if [ -z "$(find "$root/fuzz/corpus/$t" -type f 2>/dev/null | head -n 1)" ]; then
         echo "$0: no seed corpus for target '$t': fuzz/corpus/$t is missing or empty" >&2
