@@ -67,16 +67,17 @@ static size_t npy_header(const ag_tensor *x, char h[NPY_HEADER_MAX])
     return n;
 }
 
-/* As it is on a little-endian host, else through a buffer of swapped elements. */
+/* Through a buffer, whose elements are swapped on a big-endian host: one
+ * path for both byte orders. */
 int nn__write_le(FILE *f, const void *data, size_t n, size_t es)
 {
-    if (nn__host_little_endian())
-        return fwrite(data, es, n, f) == n ? 0 : errno ? errno : EIO;
     unsigned char buf[4096];
+    bool swap = !nn__host_little_endian();
     for (size_t done = 0; done < n;) {
         size_t k = n - done < sizeof buf / es ? n - done : sizeof buf / es;
         memcpy(buf, (const unsigned char *)data + done * es, k * es);
-        nn__swap_bytes(buf, k, es);
+        if (swap)
+            nn__swap_bytes(buf, k, es);
         if (fwrite(buf, es, k, f) != k)
             return errno ? errno : EIO;
         done += k;

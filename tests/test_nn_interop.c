@@ -6,9 +6,13 @@
 #define _POSIX_C_SOURCE 200809L
 #include <criterion/criterion.h>
 
+#include <dirent.h>
+#include <errno.h>
 #include <math.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "nn.h"
@@ -345,6 +349,46 @@ Test(npy, every_allocation_of_a_load_fails_cleanly)
     unlink(path);
 }
 
+/* Saves x to dir/name with the file size limit at limit bytes: the write
+ * fails (EFBIG) and leaves nothing in dir, the temporary file included. */
+static void save_over_limit(const ag_tensor *x, bool npy, rlim_t limit)
+{
+    char dir[64], path[96];
+    strcpy(dir, "/tmp/nn_test_interop_dir_XXXXXX");
+    cr_assert_not_null(mkdtemp(dir));
+    snprintf(path, sizeof path, "%s/out", dir);
+    struct rlimit was, lim;
+    cr_assert_eq(getrlimit(RLIMIT_FSIZE, &was), 0);
+    lim = was;
+    lim.rlim_cur = limit;
+    signal(SIGXFSZ, SIG_IGN); /* so the write fails with EFBIG instead of killing us */
+    cr_assert_eq(setrlimit(RLIMIT_FSIZE, &lim), 0);
+    nn_error err;
+    ag_status s = npy ? nn_npy_save(x, path, &err)
+                      : nn_safetensors_save(path, (nn_param[]){{"x", (ag_tensor *)x}}, 1, NULL, 0,
+                                            &err);
+    cr_assert_eq(setrlimit(RLIMIT_FSIZE, &was), 0);
+    cr_assert_eq(s, AG_ERR_IO, "%s", err.msg);
+    cr_assert(strstr(err.msg, "cannot write") && strstr(err.msg, strerror(EFBIG)), "%s", err.msg);
+    DIR *d = opendir(dir);
+    size_t entries = 0;
+    for (struct dirent *e; (e = readdir(d));)
+        entries += e->d_name[0] != '.';
+    closedir(d);
+    cr_assert_eq(entries, 0, "the failed save left a file");
+    rmdir(dir);
+}
+
+Test(interop, a_failed_write_says_why_and_leaves_nothing)
+{
+    ag_tensor *x = ag_full(AG_F64, AG_SHAPE(3000), 1.0); /* 24 kB: past stdio's buffer */
+    for (rlim_t limit = 0; limit <= 9000; limit += 4500) {
+        save_over_limit(x, true, limit);
+        save_over_limit(x, false, limit);
+    }
+    ag_tensor_free(x);
+}
+
 /* --------------------------------------------------------- safetensors */
 
 Test(safetensors, round_trips_names_metadata_and_values)
@@ -491,6 +535,7 @@ Test(safetensors, refuses_bad_json)
     st_refused("{\"a\xc3(\": 1}", "not UTF-8");
     st_refused("{\"a\xed\xa0\x80\": 1}", "not UTF-8");
     st_refused("{\"a\xc0\xaf\": 1}", "not UTF-8");
+    st_refused("{\"a\xf4\x90\x80\x80\": 1}", "not UTF-8"); /* past U+10FFFF */
     st_refused("{\"a", "ends in a string");
     st_refused("{\"a\\", "ends in a string");
     st_refused("{\"__metadata__\": [], ", "not an object");
