@@ -315,12 +315,13 @@ static void copy_rows(const ag_tensor *src, ag_tensor *dst, const size_t *idx, s
     const char *from = ag_data(src);
     char *to = ag_data(dst);
     for (size_t g = 0; g < k; g += COPY_ROWS) {
-        size_t end = k - g < COPY_ROWS ? k : g + COPY_ROWS;
-        for (size_t at = 0; at < row; at += COPY_PIECE) {
-            size_t len = row - at < COPY_PIECE ? row - at : COPY_PIECE;
+        size_t end = k - g < COPY_ROWS ? k : g + COPY_ROWS, at = 0;
+        for (; at + COPY_PIECE <= row; at += COPY_PIECE) /* a constant size: plain vector moves */
             for (size_t i = g; i < end; i++)
-                memcpy(to + i * row + at, from + idx[i] * row + at, len);
-        }
+                memcpy(to + i * row + at, from + idx[i] * row + at, COPY_PIECE);
+        if (at < row) /* (a size the compiler only bounds became a slow rep movs) */
+            for (size_t i = g; i < end; i++)
+                memcpy(to + i * row + at, from + idx[i] * row + at, row - at);
     }
 }
 
