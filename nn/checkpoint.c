@@ -53,100 +53,43 @@ static ag_status check_pair(const char *fn, const nn_mlp *net, const nn_optim *o
 
 /* --------------------------------------------------------------- save */
 
-typedef struct {
-    FILE *f;
-    uint32_t crc; /* of every byte written so far */
-    int err;      /* errno of the first failed write, 0 if none */
-} ck_writer;
-
-static void put_bytes(ck_writer *w, const void *p, size_t n)
-{
-    w->crc = nn_crc32(w->crc, p, n);
-    if (!w->err && fwrite(p, 1, n, w->f) != n)
-        w->err = errno ? errno : EIO;
-}
-
-/* v as n little-endian bytes into b. */
-static void encode(unsigned char *b, uint64_t v, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        b[i] = (unsigned char)(v >> (8 * i));
-}
-
-static void put_int(ck_writer *w, uint64_t v, size_t n)
-{
-    unsigned char b[8];
-    encode(b, v, n);
-    put_bytes(w, b, n);
-}
-
-static void put_real(ck_writer *w, double v)
-{
-    uint64_t u;
-    memcpy(&u, &v, 8);
-    put_int(w, u, 8);
-}
-
-/* n values of es bytes each (float, double or size_t), every one stored as
- * a little-endian integer of its bits, sw bytes wide. */
-static void put_array(ck_writer *w, const void *p, size_t n, size_t es, size_t sw)
-{
-    unsigned char buf[4096]; /* a multiple of both widths */
-    for (size_t i = 0, k = 0; i < n; i++) {
-        uint64_t v = 0;
-        if (es == 4) {
-            uint32_t u;
-            memcpy(&u, (const char *)p + 4 * i, 4);
-            v = u;
-        } else {
-            memcpy(&v, (const char *)p + 8 * i, 8);
-        }
-        encode(buf + k, v, sw);
-        k += sw;
-        if (k == sizeof buf || i + 1 == n) {
-            put_bytes(w, buf, k);
-            k = 0;
-        }
-    }
-}
-
-static void put_model_header(ck_writer *w, const nn_mlp *net)
+static void put_model_header(nn__writer *w, const nn_mlp *net)
 {
     const nn_spec *s = nn_mlp_spec(net);
-    put_int(w, s->dtype == AG_F32 ? 0 : 1, 4);
-    put_int(w, s->n_layers, 4);
-    put_real(w, s->leaky_slope);
+    nn__put_int(w, s->dtype == AG_F32 ? 0 : 1, 4);
+    nn__put_int(w, s->n_layers, 4);
+    nn__put_real(w, s->leaky_slope);
     for (size_t l = 0; l <= s->n_layers; l++)
-        put_int(w, s->sizes[l], 8);
+        nn__put_int(w, s->sizes[l], 8);
     for (size_t l = 0; l < s->n_layers; l++)
-        put_int(w, (uint64_t)s->acts[l], 4);
-    put_int(w, nn_mlp_param_count(net), 8);
+        nn__put_int(w, (uint64_t)s->acts[l], 4);
+    nn__put_int(w, nn_mlp_param_count(net), 8);
 }
 
-static void put_optim_header(ck_writer *w, const nn_optim *opt)
+static void put_optim_header(nn__writer *w, const nn_optim *opt)
 {
     nn_optim_config c = *nn__optim_config(opt);
     size_t n_state;
     nn__optim_state(opt, &n_state);
-    put_int(w, (uint64_t)c.kind, 4);
-    put_int(w, (c.nesterov ? NESTEROV : 0) | (c.allow_nonfinite ? ALLOW_NONFINITE : 0), 4);
+    nn__put_int(w, (uint64_t)c.kind, 4);
+    nn__put_int(w, (c.nesterov ? NESTEROV : 0) | (c.allow_nonfinite ? ALLOW_NONFINITE : 0), 4);
     for (size_t i = 0; i < N_REALS; i++)
-        put_real(w, *config_reals(&c, i));
-    put_int(w, nn_optim_steps(opt), 8);
-    put_int(w, n_state, 8);
+        nn__put_real(w, *config_reals(&c, i));
+    nn__put_int(w, nn_optim_steps(opt), 8);
+    nn__put_int(w, n_state, 8);
 }
 
-static void put_batches_header(ck_writer *w, const nn_batches *it)
+static void put_batches_header(nn__writer *w, const nn_batches *it)
 {
     nn__batches_state b = nn__batches_get(it);
-    put_int(w, b.n, 8);
-    put_int(w, b.batch, 8);
-    put_int(w, b.pos, 8);
-    put_int(w, b.shuffle, 4);
-    put_int(w, b.rng.has_spare, 4);
+    nn__put_int(w, b.n, 8);
+    nn__put_int(w, b.batch, 8);
+    nn__put_int(w, b.pos, 8);
+    nn__put_int(w, b.shuffle, 4);
+    nn__put_int(w, b.rng.has_spare, 4);
     for (size_t i = 0; i < 4; i++)
-        put_int(w, b.rng.s[i], 8);
-    put_real(w, b.rng.spare);
+        nn__put_int(w, b.rng.s[i], 8);
+    nn__put_real(w, b.rng.spare);
 }
 
 typedef struct {
@@ -160,25 +103,26 @@ typedef struct {
 static int write_checkpoint(FILE *f, const void *ctx)
 {
     const run *r = ctx;
-    ck_writer w = {.f = f};
-    put_bytes(&w, CK_MAGIC, sizeof CK_MAGIC);
-    put_int(&w, CK_VERSION, 4);
-    put_int(&w, r->it ? HAS_BATCHES : 0, 4);
-    put_int(&w, r->epoch, 8);
+    nn__writer w = {.f = f};
+    nn__put_bytes(&w, CK_MAGIC, sizeof CK_MAGIC);
+    nn__put_int(&w, CK_VERSION, 4);
+    nn__put_int(&w, r->it ? HAS_BATCHES : 0, 4);
+    nn__put_int(&w, r->epoch, 8);
     put_model_header(&w, r->net);
     put_optim_header(&w, r->opt);
     if (r->it)
         put_batches_header(&w, r->it);
     size_t es = ag_dtype_size(nn_mlp_spec(r->net)->dtype), n_state;
-    put_array(&w, nn_mlp_data(r->net), nn_mlp_param_count(r->net), es, es);
+    nn__put_array(&w, nn_mlp_data(r->net), nn_mlp_param_count(r->net), es);
     const double *state = nn__optim_state(r->opt, &n_state);
-    put_array(&w, state, n_state, 8, 8);
+    nn__put_array(&w, state, n_state, 8);
     if (r->it) {
         nn__batches_state b = nn__batches_get(r->it);
-        put_array(&w, b.order, b.n, sizeof *b.order, 8);
+        for (size_t i = 0; i < b.n; i++)
+            nn__put_int(&w, b.order[i], 8);
     }
     uint32_t crc = w.crc;
-    put_int(&w, crc, 4);
+    nn__put_int(&w, crc, 4);
     return w.err;
 }
 
@@ -198,54 +142,9 @@ ag_status nn_checkpoint_save(const char *path, const nn_mlp *net, const nn_optim
 
 /* --------------------------------------------------------------- load */
 
-typedef struct {
-    FILE *f;
-    const char *path;
-    size_t size;  /* bytes in the file */
-    size_t pos;   /* bytes read so far */
-    uint32_t crc; /* of the bytes read so far */
-    bool io_error;
-} ck_reader;
-
-static bool get_bytes(ck_reader *r, void *p, size_t n)
-{
-    size_t got = fread(p, 1, n, r->f);
-    r->crc = nn_crc32(r->crc, p, got);
-    r->pos += got;
-    if (got != n && ferror(r->f))
-        r->io_error = true;
-    return got == n;
-}
-
-static uint64_t decode(const unsigned char *b, size_t n)
-{
-    uint64_t v = 0;
-    for (size_t i = n; i-- > 0;)
-        v = v << 8 | b[i];
-    return v;
-}
-
-static bool get_int(ck_reader *r, uint64_t *v, size_t n)
-{
-    unsigned char b[8];
-    if (!get_bytes(r, b, n))
-        return false;
-    *v = decode(b, n);
-    return true;
-}
-
-static bool get_real(ck_reader *r, double *v)
-{
-    uint64_t u;
-    if (!get_int(r, &u, 8))
-        return false;
-    memcpy(v, &u, 8);
-    return true;
-}
-
 #define LOAD "nn_checkpoint_load"
 
-static ag_status truncated(const ck_reader *r, const char *field, nn_error *err)
+static ag_status truncated(const nn__reader *r, const char *field, nn_error *err)
 {
     if (r->io_error)
         return nn__fail(err, AG_ERR_IO, LOAD ": %s: read error", r->path);
@@ -254,7 +153,7 @@ static ag_status truncated(const ck_reader *r, const char *field, nn_error *err)
 }
 
 /* The field of n bytes just read is malformed: the message names its first byte. */
-static ag_status bad_field(const ck_reader *r, size_t n, nn_error *err, const char *what,
+static ag_status bad_field(const nn__reader *r, size_t n, nn_error *err, const char *what,
                            uint64_t v)
 {
     return nn__fail(err, AG_ERR_FORMAT, LOAD ": %s: bad field at byte %zu: %s (%llu)", r->path,
@@ -262,7 +161,7 @@ static ag_status bad_field(const ck_reader *r, size_t n, nn_error *err, const ch
 }
 
 /* The field just read is well formed but made for other objects. */
-static ag_status mismatch(const ck_reader *r, nn_error *err, const char *fmt, const char *a,
+static ag_status mismatch(const nn__reader *r, nn_error *err, const char *fmt, const char *a,
                           const char *b)
 {
     char what[512];
@@ -278,28 +177,28 @@ typedef struct {
     nn__batches_state batches; /* order: the staging block's */
 } ck_header;
 
-static ag_status read_preamble(ck_reader *r, const nn_batches *it, ck_header *h, nn_error *err)
+static ag_status read_preamble(nn__reader *r, const nn_batches *it, ck_header *h, nn_error *err)
 {
     unsigned char m[sizeof CK_MAGIC];
     uint64_t version, flags, epoch;
-    bool whole = get_bytes(r, m, sizeof m);
+    bool whole = nn__get_bytes(r, m, sizeof m);
     if (memcmp(m, CK_MAGIC, r->pos) != 0)
         return nn__fail(err, AG_ERR_FORMAT, LOAD ": %s: not a checkpoint (bad magic)", r->path);
     if (!whole)
         return truncated(r, "magic", err);
-    if (!get_int(r, &version, 4))
+    if (!nn__get_int(r, &version, 4))
         return truncated(r, "version", err);
     if (version != CK_VERSION)
         return nn__fail(err, AG_ERR_FORMAT, LOAD ": %s: unsupported version %llu (this library "
                         "reads version %u)", r->path, (unsigned long long)version, CK_VERSION);
-    if (!get_int(r, &flags, 4))
+    if (!nn__get_int(r, &flags, 4))
         return truncated(r, "flags", err);
     if (flags & ~(uint64_t)HAS_BATCHES)
         return bad_field(r, 4, err, "unknown flags", flags);
     if (!(flags & HAS_BATCHES) != !it)
         return mismatch(r, err, "the checkpoint holds %s batch iterator's state, and batches "
                         "is %sNULL", flags & HAS_BATCHES ? "a" : "no", it ? "not " : "");
-    if (!get_int(r, &epoch, 8))
+    if (!nn__get_int(r, &epoch, 8))
         return truncated(r, "epoch", err);
     if (epoch > SIZE_MAX)
         return bad_field(r, 8, err, "the epoch does not fit in size_t", epoch);
@@ -308,14 +207,14 @@ static ag_status read_preamble(ck_reader *r, const nn_batches *it, ck_header *h,
 }
 
 /* The layer sizes and activations, against the model's. */
-static ag_status read_layers(ck_reader *r, const nn_spec *sp, size_t L, ag_dtype dt,
+static ag_status read_layers(nn__reader *r, const nn_spec *sp, size_t L, ag_dtype dt,
                              nn_error *err)
 {
     size_t sizes[NN_MAX_LAYERS + 1];
     uint64_t v;
     bool same = L == sp->n_layers && dt == sp->dtype;
     for (size_t l = 0; l <= L; l++) {
-        if (!get_int(r, &v, 8))
+        if (!nn__get_int(r, &v, 8))
             return truncated(r, "layer sizes", err);
         if (v == 0 || v > SIZE_MAX)
             return bad_field(r, 8, err, "a layer size is 0 or too large", v);
@@ -328,7 +227,7 @@ static ag_status read_layers(ck_reader *r, const nn_spec *sp, size_t L, ag_dtype
     if (!same)
         return mismatch(r, err, "the checkpoint's model is %s, this one %s", have, want);
     for (size_t l = 0; l < L; l++) {
-        if (!get_int(r, &v, 4))
+        if (!nn__get_int(r, &v, 4))
             return truncated(r, "activations", err);
         if (v >= NN_ACT_COUNT)
             return bad_field(r, 4, err, "an activation is not an nn_act", v);
@@ -339,20 +238,20 @@ static ag_status read_layers(ck_reader *r, const nn_spec *sp, size_t L, ag_dtype
     return AG_OK;
 }
 
-static ag_status read_model_header(ck_reader *r, const nn_mlp *net, nn_error *err)
+static ag_status read_model_header(nn__reader *r, const nn_mlp *net, nn_error *err)
 {
     const nn_spec *sp = nn_mlp_spec(net);
     uint64_t dtype, L, P;
     double slope;
-    if (!get_int(r, &dtype, 4))
+    if (!nn__get_int(r, &dtype, 4))
         return truncated(r, "dtype", err);
     if (dtype > 1)
         return bad_field(r, 4, err, "dtype is not 0 (f32) or 1 (f64)", dtype);
-    if (!get_int(r, &L, 4))
+    if (!nn__get_int(r, &L, 4))
         return truncated(r, "layer count", err);
     if (L == 0 || L > NN_MAX_LAYERS)
         return bad_field(r, 4, err, "layer count is not in 1..NN_MAX_LAYERS", L);
-    if (!get_real(r, &slope))
+    if (!nn__get_real(r, &slope))
         return truncated(r, "leaky_relu slope", err);
     ag_status s = read_layers(r, sp, (size_t)L, dtype ? AG_F64 : AG_F32, err);
     if (s != AG_OK)
@@ -363,33 +262,33 @@ static ag_status read_model_header(ck_reader *r, const nn_mlp *net, nn_error *er
         snprintf(b, sizeof b, "%g", sp->leaky_slope);
         return mismatch(r, err, "the checkpoint's leaky_relu slope is %s, this model's %s", a, b);
     }
-    if (!get_int(r, &P, 8))
+    if (!nn__get_int(r, &P, 8))
         return truncated(r, "parameter count", err);
     if (P != nn_mlp_param_count(net))
         return bad_field(r, 8, err, "the parameter count disagrees with the layer sizes", P);
     return AG_OK;
 }
 
-static ag_status read_optim_header(ck_reader *r, const nn_optim *opt, ck_header *h,
+static ag_status read_optim_header(nn__reader *r, const nn_optim *opt, ck_header *h,
                                    nn_error *err)
 {
     uint64_t kind, flags, steps, n_state;
-    if (!get_int(r, &kind, 4))
+    if (!nn__get_int(r, &kind, 4))
         return truncated(r, "optimizer kind", err);
     if (kind > NN_ADAMW)
         return bad_field(r, 4, err, "the optimizer kind is not an nn_optim_kind", kind);
-    if (!get_int(r, &flags, 4))
+    if (!nn__get_int(r, &flags, 4))
         return truncated(r, "optimizer flags", err);
     if (flags & ~(uint64_t)(NESTEROV | ALLOW_NONFINITE))
         return bad_field(r, 4, err, "unknown optimizer flags", flags);
     h->cfg = (nn_optim_config){.kind = (nn_optim_kind)kind, .nesterov = flags & NESTEROV,
                                .allow_nonfinite = flags & ALLOW_NONFINITE};
     for (size_t i = 0; i < N_REALS; i++)
-        if (!get_real(r, config_reals(&h->cfg, i)))
+        if (!nn__get_real(r, config_reals(&h->cfg, i)))
             return truncated(r, "optimizer settings", err);
-    if (!get_int(r, &steps, 8))
+    if (!nn__get_int(r, &steps, 8))
         return truncated(r, "step count", err);
-    if (!get_int(r, &n_state, 8))
+    if (!nn__get_int(r, &n_state, 8))
         return truncated(r, "optimizer state count", err);
     if (steps > SIZE_MAX || n_state > SIZE_MAX)
         return bad_field(r, 8, err, "the step or state count does not fit in size_t",
@@ -402,20 +301,20 @@ static ag_status read_optim_header(ck_reader *r, const nn_optim *opt, ck_header 
 }
 
 /* 0 or 1 into *b; false for anything else. */
-static bool get_bool(ck_reader *r, bool *b, uint64_t *v)
+static bool get_bool(nn__reader *r, bool *b, uint64_t *v)
 {
-    if (!get_int(r, v, 4))
+    if (!nn__get_int(r, v, 4))
         return false;
     *b = *v != 0;
     return true;
 }
 
-static ag_status read_batches_header(ck_reader *r, const nn_batches *it, ck_header *h,
+static ag_status read_batches_header(nn__reader *r, const nn_batches *it, ck_header *h,
                                      nn_error *err)
 {
     nn__batches_state have = nn__batches_get(it), *b = &h->batches;
     uint64_t n, batch, pos, v;
-    if (!get_int(r, &n, 8) || !get_int(r, &batch, 8))
+    if (!nn__get_int(r, &n, 8) || !nn__get_int(r, &batch, 8))
         return truncated(r, "batch iterator's sizes", err);
     if (n != have.n || batch != have.batch) {
         char a[64], c[64];
@@ -426,7 +325,7 @@ static ag_status read_batches_header(ck_reader *r, const nn_batches *it, ck_head
                         "over the same data)", a, c);
     }
     *b = have;
-    if (!get_int(r, &pos, 8))
+    if (!nn__get_int(r, &pos, 8))
         return truncated(r, "batch position", err);
     if (pos > n || (pos < n && pos % batch != 0))
         return bad_field(r, 8, err, "the position is not a batch boundary within the rows", pos);
@@ -443,13 +342,13 @@ static ag_status read_batches_header(ck_reader *r, const nn_batches *it, ck_head
         return bad_field(r, 4, err, "the RNG's spare flag is not 0 or 1", v);
     uint64_t any = 0;
     for (size_t i = 0; i < 4; i++) {
-        if (!get_int(r, &b->rng.s[i], 8))
+        if (!nn__get_int(r, &b->rng.s[i], 8))
             return truncated(r, "RNG state", err);
         any |= b->rng.s[i];
     }
     if (!any) /* xoshiro's one state that never leaves zero */
         return bad_field(r, 8, err, "the RNG state is all zero", 0);
-    if (!get_real(r, &b->rng.spare))
+    if (!nn__get_real(r, &b->rng.spare))
         return truncated(r, "RNG state", err);
     if (!isfinite(b->rng.spare))
         return bad_field(r, 8, err, "the RNG's spare normal is not finite", 0);
@@ -457,7 +356,7 @@ static ag_status read_batches_header(ck_reader *r, const nn_batches *it, ck_head
 }
 
 /* The file must hold exactly the header, the arrays and the checksum. */
-static ag_status check_size(const ck_reader *r, const nn_mlp *net, const ck_header *h,
+static ag_status check_size(const nn__reader *r, const nn_mlp *net, const ck_header *h,
                             nn_error *err)
 {
     /* The arrays' sizes are those of the objects, which exist: no overflow
@@ -475,34 +374,12 @@ static ag_status check_size(const ck_reader *r, const nn_mlp *net, const ck_head
     return AG_OK;
 }
 
-/* n values stored as sw-byte little-endian integers into p, es bytes each. */
-static bool get_array(ck_reader *r, void *p, size_t n, size_t es, size_t sw)
-{
-    unsigned char buf[16384]; /* a multiple of both widths */
-    for (size_t done = 0; done < n;) {
-        size_t k = n - done < sizeof buf / sw ? n - done : sizeof buf / sw;
-        if (!get_bytes(r, buf, k * sw))
-            return false;
-        for (size_t i = 0; i < k; i++) {
-            uint64_t v = decode(buf + i * sw, sw);
-            if (es == 4) {
-                uint32_t u = (uint32_t)v;
-                memcpy((char *)p + 4 * (done + i), &u, 4);
-            } else {
-                memcpy((char *)p + 8 * (done + i), &v, 8);
-            }
-        }
-        done += k;
-    }
-    return true;
-}
-
 /* The row order, which must be a permutation of 0..n-1 (seen: n flags). */
-static ag_status read_order(ck_reader *r, size_t *order, bool *seen, size_t n, nn_error *err)
+static ag_status read_order(nn__reader *r, size_t *order, bool *seen, size_t n, nn_error *err)
 {
     for (size_t i = 0; i < n; i++) {
         uint64_t v;
-        if (!get_int(r, &v, 8))
+        if (!nn__get_int(r, &v, 8))
             return truncated(r, "row order", err);
         if (v >= n || seen[v])
             return bad_field(r, 8, err, "the row order is not a permutation of the rows", v);
@@ -521,7 +398,7 @@ typedef struct {
     bool *seen;
 } staging;
 
-static ag_status read_arrays(ck_reader *r, const nn_mlp *net, const ck_header *h, staging *st,
+static ag_status read_arrays(nn__reader *r, const nn_mlp *net, const ck_header *h, staging *st,
                              nn_error *err)
 {
     size_t P = nn_mlp_param_count(net), es = ag_dtype_size(nn_mlp_spec(net)->dtype), n = h->batches.n;
@@ -538,18 +415,18 @@ static ag_status read_arrays(ck_reader *r, const nn_mlp *net, const ck_header *h
     st->state = (double *)(base + o_state);
     st->order = (size_t *)(base + o_order);
     st->seen = (bool *)(base + o_seen); /* nn__mem zeroes it */
-    if (!get_array(r, st->params, P, es, es))
+    if (!nn__get_array(r, st->params, P, es))
         return truncated(r, "parameters", err);
-    if (!get_array(r, st->state, h->n_state, 8, 8))
+    if (!nn__get_array(r, st->state, h->n_state, 8))
         return truncated(r, "optimizer state", err);
     return read_order(r, st->order, st->seen, n, err);
 }
 
-static ag_status check_crc(ck_reader *r, nn_error *err)
+static ag_status check_crc(nn__reader *r, nn_error *err)
 {
     uint32_t computed = r->crc;
     uint64_t stored;
-    if (!get_int(r, &stored, 4))
+    if (!nn__get_int(r, &stored, 4))
         return truncated(r, "checksum", err);
     if (stored != computed)
         return nn__fail(err, AG_ERR_FORMAT, LOAD ": %s: checksum mismatch (stored 0x%08x, "
@@ -559,7 +436,7 @@ static ag_status check_crc(ck_reader *r, nn_error *err)
 }
 
 /* Reads and checks the whole file, then puts it in place. */
-static ag_status load_from(ck_reader *r, nn_mlp *net, nn_optim *opt, nn_batches *it,
+static ag_status load_from(nn__reader *r, nn_mlp *net, nn_optim *opt, nn_batches *it,
                            size_t *epoch, nn_error *err)
 {
     ck_header h = {0};
@@ -599,7 +476,7 @@ ag_status nn_checkpoint_load(const char *path, nn_mlp *net, nn_optim *opt, nn_ba
     ag_status s = check_pair(LOAD, net, opt, err);
     if (s != AG_OK)
         return s;
-    ck_reader r = {.path = path};
+    nn__reader r = {.path = path};
     s = nn__open_sized(LOAD, path, &r.f, &r.size, err);
     if (s != AG_OK)
         return s;

@@ -68,95 +68,28 @@ uint32_t nn_crc32(uint32_t crc, const void *data, size_t n)
     return ~crc;
 }
 
-/* Little-endian encoding, independent of the machine's byte order. */
-static void put_le(unsigned char *b, uint64_t v, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        b[i] = (unsigned char)(v >> (8 * i));
-}
-
-static uint64_t get_le(const unsigned char *b, size_t n)
-{
-    uint64_t v = 0;
-    for (size_t i = n; i-- > 0;)
-        v = v << 8 | b[i];
-    return v;
-}
-
-/* Element i of a dtype buffer as its IEEE bits, and back. */
-static uint64_t elem_bits(ag_dtype dt, const void *p, size_t i)
-{
-    if (dt == AG_F32) {
-        uint32_t u;
-        memcpy(&u, (const float *)p + i, 4);
-        return u;
-    }
-    uint64_t u;
-    memcpy(&u, (const double *)p + i, 8);
-    return u;
-}
-
-static void set_elem_bits(ag_dtype dt, void *p, size_t i, uint64_t bits)
-{
-    if (dt == AG_F32) {
-        uint32_t u = (uint32_t)bits;
-        memcpy((float *)p + i, &u, 4);
-    } else {
-        memcpy((double *)p + i, &bits, 8);
-    }
-}
-
 /* ---------------------------------------------------------------- save */
 
-typedef struct {
-    FILE *f;
-    uint32_t crc;
-    int err; /* errno of the first failed write, 0 if none */
-} writer;
-
-static void w_bytes(writer *w, const void *p, size_t n)
-{
-    w->crc = nn_crc32(w->crc, p, n);
-    if (!w->err && fwrite(p, 1, n, w->f) != n)
-        w->err = errno ? errno : EIO;
-}
-
-static void w_int(writer *w, uint64_t v, size_t n)
-{
-    unsigned char b[8];
-    put_le(b, v, n);
-    w_bytes(w, b, n);
-}
-
-static void write_model(writer *w, const nn_mlp *net)
+static void write_model(nn__writer *w, const nn_mlp *net)
 {
     const nn_spec *s = nn_mlp_spec(net);
     uint64_t slope;
     memcpy(&slope, &s->leaky_slope, 8);
-    w_bytes(w, MAGIC, sizeof MAGIC);
-    w_int(w, FORMAT_VERSION, 4);
-    w_int(w, s->dtype == AG_F32 ? 0 : 1, 4);
-    w_int(w, s->n_layers, 4);
-    w_int(w, 0, 4); /* reserved */
-    w_int(w, slope, 8);
+    nn__put_bytes(w, MAGIC, sizeof MAGIC);
+    nn__put_int(w, FORMAT_VERSION, 4);
+    nn__put_int(w, s->dtype == AG_F32 ? 0 : 1, 4);
+    nn__put_int(w, s->n_layers, 4);
+    nn__put_int(w, 0, 4); /* reserved */
+    nn__put_int(w, slope, 8);
     for (size_t l = 0; l <= s->n_layers; l++)
-        w_int(w, s->sizes[l], 8);
+        nn__put_int(w, s->sizes[l], 8);
     for (size_t l = 0; l < s->n_layers; l++)
-        w_int(w, (uint64_t)s->acts[l], 4);
+        nn__put_int(w, (uint64_t)s->acts[l], 4);
     size_t P = nn_mlp_param_count(net), es = ag_dtype_size(s->dtype);
-    w_int(w, P, 8);
-    unsigned char buf[4096]; /* a multiple of both element sizes */
-    const void *data = nn_mlp_data(net);
-    for (size_t i = 0, k = 0; i < P; i++) {
-        put_le(buf + k, elem_bits(s->dtype, data, i), es);
-        k += es;
-        if (k == sizeof buf || i + 1 == P) {
-            w_bytes(w, buf, k);
-            k = 0;
-        }
-    }
+    nn__put_int(w, P, 8);
+    nn__put_array(w, nn_mlp_data(net), P, es);
     uint32_t crc = w->crc;
-    w_int(w, crc, 4);
+    nn__put_int(w, crc, 4);
 }
 
 /* 64 bits no other save can be expected to draw: the time, the process, an
@@ -267,7 +200,7 @@ ag_status nn__save_atomic(const char *fn, const char *path, nn__file_writer *wri
 
 static int write_model_file(FILE *f, const void *net)
 {
-    writer w = {.f = f};
+    nn__writer w = {.f = f};
     write_model(&w, net);
     return w.err;
 }
@@ -281,36 +214,7 @@ ag_status nn_mlp_save(const nn_mlp *net, const char *path, nn_error *err)
 
 /* ---------------------------------------------------------------- load */
 
-typedef struct {
-    FILE *f;
-    const char *path;
-    size_t size;      /* bytes in the file */
-    size_t pos;       /* bytes read so far */
-    uint32_t crc;     /* of the bytes read so far */
-    bool io_error;
-} reader;
-
-/* Reads n bytes; false at the end of the file (truncated) or on an error. */
-static bool r_bytes(reader *r, void *p, size_t n)
-{
-    size_t got = fread(p, 1, n, r->f);
-    r->crc = nn_crc32(r->crc, p, got);
-    r->pos += got;
-    if (got != n && ferror(r->f))
-        r->io_error = true;
-    return got == n;
-}
-
-static bool r_int(reader *r, uint64_t *v, size_t n)
-{
-    unsigned char b[8];
-    if (!r_bytes(r, b, n))
-        return false;
-    *v = get_le(b, n);
-    return true;
-}
-
-static ag_status truncated(const reader *r, const char *field, nn_error *err)
+static ag_status truncated(const nn__reader *r, const char *field, nn_error *err)
 {
     if (r->io_error)
         return nn__fail(err, AG_ERR_IO, "nn_mlp_load: %s: read error", r->path);
@@ -319,12 +223,11 @@ static ag_status truncated(const reader *r, const char *field, nn_error *err)
 }
 
 /* The magic and the version, which say whether the rest can be read. */
-static ag_status read_preamble(reader *r, nn_error *err)
+static ag_status read_preamble(nn__reader *r, nn_error *err)
 {
     unsigned char m[sizeof MAGIC];
-    size_t got = fread(m, 1, sizeof m, r->f);
-    r->crc = nn_crc32(r->crc, m, got);
-    r->pos = got;
+    nn__get_bytes(r, m, sizeof m);
+    size_t got = r->pos;
     if (memcmp(m, MAGIC, got) != 0)
         return nn__fail(err, AG_ERR_FORMAT, "nn_mlp_load: %s: not an nn model file (bad magic)",
                         r->path);
@@ -334,7 +237,7 @@ static ag_status read_preamble(reader *r, nn_error *err)
                               r->path)
                    : truncated(r, "magic", err);
     uint64_t version;
-    if (!r_int(r, &version, 4))
+    if (!nn__get_int(r, &version, 4))
         return truncated(r, "version", err);
     if (version != FORMAT_VERSION)
         return nn__fail(err, AG_ERR_FORMAT, "nn_mlp_load: %s: unsupported version %u (this "
@@ -352,29 +255,29 @@ typedef struct {
 } header;
 
 /* The field of n bytes just read is bad: the message names its first byte. */
-static ag_status bad_field(const reader *r, size_t n, nn_error *err, const char *what, uint64_t v)
+static ag_status bad_field(const nn__reader *r, size_t n, nn_error *err, const char *what, uint64_t v)
 {
     return nn__fail(err, AG_ERR_FORMAT, "nn_mlp_load: %s: bad header field at byte %zu: %s "
                     "(%llu)", r->path, r->pos - n, what, (unsigned long long)v);
 }
 
 /* dtype, layer count, reserved word and slope. */
-static ag_status read_scalars(reader *r, header *h, nn_error *err)
+static ag_status read_scalars(nn__reader *r, header *h, nn_error *err)
 {
     uint64_t dtype, L, reserved, slope_bits;
-    if (!r_int(r, &dtype, 4))
+    if (!nn__get_int(r, &dtype, 4))
         return truncated(r, "dtype", err);
     if (dtype > 1)
         return bad_field(r, 4, err, "dtype is not 0 (f32) or 1 (f64)", dtype);
-    if (!r_int(r, &L, 4))
+    if (!nn__get_int(r, &L, 4))
         return truncated(r, "layer count", err);
     if (L == 0 || L > NN_MAX_LAYERS)
         return bad_field(r, 4, err, "layer count is not in 1..NN_MAX_LAYERS", L);
-    if (!r_int(r, &reserved, 4))
+    if (!nn__get_int(r, &reserved, 4))
         return truncated(r, "reserved field", err);
     if (reserved != 0)
         return bad_field(r, 4, err, "reserved field is not 0", reserved);
-    if (!r_int(r, &slope_bits, 8))
+    if (!nn__get_int(r, &slope_bits, 8))
         return truncated(r, "leaky_relu slope", err);
     memcpy(&h->spec.leaky_slope, &slope_bits, 8);
     if (!isfinite(h->spec.leaky_slope))
@@ -385,25 +288,25 @@ static ag_status read_scalars(reader *r, header *h, nn_error *err)
 }
 
 /* Widths, activations and the parameter count, checked against each other. */
-static ag_status read_layers(reader *r, header *h, nn_error *err)
+static ag_status read_layers(nn__reader *r, header *h, nn_error *err)
 {
     size_t L = h->spec.n_layers;
     uint64_t v;
     for (size_t l = 0; l <= L; l++) {
-        if (!r_int(r, &v, 8))
+        if (!nn__get_int(r, &v, 8))
             return truncated(r, "layer sizes", err);
         if (v == 0 || v > SIZE_MAX)
             return bad_field(r, 8, err, "a layer size is 0 or too large", v);
         h->sizes[l] = (size_t)v;
     }
     for (size_t l = 0; l < L; l++) {
-        if (!r_int(r, &v, 4))
+        if (!nn__get_int(r, &v, 4))
             return truncated(r, "activations", err);
         if (v >= NN_ACT_COUNT)
             return bad_field(r, 4, err, "an activation is not an nn_act", v);
         h->acts[l] = (nn_act)v;
     }
-    if (!r_int(r, &v, 8))
+    if (!nn__get_int(r, &v, 8))
         return truncated(r, "parameter count", err);
     size_t P = 0, w;
     for (size_t l = 0; l < L; l++) {
@@ -422,7 +325,7 @@ static ag_status read_layers(reader *r, header *h, nn_error *err)
 }
 
 /* The file must be exactly header + parameters + checksum long. */
-static ag_status check_size(const reader *r, const header *h, nn_error *err)
+static ag_status check_size(const nn__reader *r, const header *h, nn_error *err)
 {
     size_t payload, want;
     if (!nn__mul(h->n_params, ag_dtype_size(h->spec.dtype), &payload) ||
@@ -439,41 +342,27 @@ static ag_status check_size(const reader *r, const header *h, nn_error *err)
     return AG_OK;
 }
 
-/* Whether the host stores numbers as the file does (little-endian, IEEE). */
-static bool host_is_little_endian(void)
-{
-    const uint32_t one = 1;
-    unsigned char b[4];
-    memcpy(b, &one, 4);
-    return b[0] == 1;
-}
-
 /* Reads the parameters: through the CRC only (data NULL), or also into a
  * model's block, straight from the file on a little-endian host. */
-static ag_status read_params(reader *r, const header *h, void *data, nn_error *err)
+static ag_status read_params(nn__reader *r, const header *h, void *data, nn_error *err)
 {
-    ag_dtype dt = h->spec.dtype;
-    size_t es = ag_dtype_size(dt), bytes = h->n_params * es; /* check_size: no overflow */
-    unsigned char buf[16384]; /* a multiple of both element sizes */
-    bool direct = data && host_is_little_endian();
-    size_t step = direct ? (size_t)1 << 20 : sizeof buf;
-    for (size_t done = 0; done < bytes;) {
-        size_t k = bytes - done < step ? bytes - done : step;
-        if (!r_bytes(r, direct ? (unsigned char *)data + done : buf, k))
+    size_t es = ag_dtype_size(h->spec.dtype), n = h->n_params; /* check_size: no overflow */
+    unsigned char buf[16384];
+    for (size_t done = 0, per = sizeof buf / es; done < n;) {
+        size_t k = n - done < per ? n - done : per;
+        if (!nn__get_array(r, data ? (unsigned char *)data + done * es : buf, k, es))
             return truncated(r, "parameters", err);
-        for (size_t j = 0; data && !direct && j < k; j += es)
-            set_elem_bits(dt, data, (done + j) / es, get_le(buf + j, es));
         done += k;
     }
     return AG_OK;
 }
 
 /* The stored checksum against the CRC of every byte read so far. */
-static ag_status check_crc(reader *r, nn_error *err)
+static ag_status check_crc(nn__reader *r, nn_error *err)
 {
     uint32_t computed = r->crc;
     uint64_t stored;
-    if (!r_int(r, &stored, 4))
+    if (!nn__get_int(r, &stored, 4))
         return truncated(r, "checksum", err);
     if (stored != computed)
         return nn__fail(err, AG_ERR_FORMAT, "nn_mlp_load: %s: checksum mismatch (stored 0x%08x, "
@@ -484,7 +373,7 @@ static ag_status check_crc(reader *r, nn_error *err)
 
 /* The second pass, into a model of zeros: the bytes are checked once more,
  * as the file may have been rewritten in place since the first. */
-static ag_status read_model(reader *r, const header *h, nn_mlp **out, nn_error *err)
+static ag_status read_model(nn__reader *r, const header *h, nn_mlp **out, nn_error *err)
 {
     if (fseek(r->f, (long)h->end, SEEK_SET) != 0)
         return nn__fail(err, AG_ERR_IO, "nn_mlp_load: %s: cannot seek: %s", r->path,
@@ -506,7 +395,7 @@ static ag_status read_model(reader *r, const header *h, nn_mlp **out, nn_error *
     return AG_OK;
 }
 
-static ag_status load_from(reader *r, nn_mlp **out, nn_error *err)
+static ag_status load_from(nn__reader *r, nn_mlp **out, nn_error *err)
 {
     header h = {0};
     ag_status s = read_preamble(r, err);
@@ -526,7 +415,7 @@ static ag_status load_from(reader *r, nn_mlp **out, nn_error *err)
 }
 
 /* Opens path if it is a regular file (a FIFO or device is refused at once). */
-static ag_status open_model(reader *r, nn_error *err)
+static ag_status open_model(nn__reader *r, nn_error *err)
 {
     return nn__open_sized("nn_mlp_load", r->path, &r->f, &r->size, err);
 }
@@ -537,7 +426,7 @@ ag_status nn_mlp_load(const char *path, nn_mlp **out, nn_error *err)
     if (!path || !out)
         return nn__fail(err, AG_ERR_NULL, "%s: %s is NULL", fn, path ? "out" : "path");
     *out = NULL;
-    reader r = {.path = path};
+    nn__reader r = {.path = path};
     ag_status s = open_model(&r, err);
     if (s != AG_OK)
         return s;

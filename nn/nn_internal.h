@@ -70,13 +70,44 @@ typedef int nn__file_writer(FILE *f, const void *ctx);
 ag_status nn__save_atomic(const char *fn, const char *path, nn__file_writer *write,
                           const void *ctx, nn_error *err);
 
-/* Whether the host stores numbers little-endian, as .npy and safetensors
- * files (nearly always) do; reversing the bytes of each of n elements of
- * es bytes, to convert the other order; and writing n such elements
- * little-endian, returning 0 or an errno (defined in npy.c). */
+/* binary_io.c: the numbers of nn's binary files are little-endian.
+ * Whether the host stores them so; reversing the bytes of each of n
+ * elements of es bytes, to convert the other order; writing n such
+ * elements little-endian, returning 0 or an errno. */
 bool nn__host_little_endian(void);
 void nn__swap_bytes(void *p, size_t n, size_t es);
 int nn__write_le(FILE *f, const void *data, size_t n, size_t es);
+
+/* A file written field by field, with the CRC-32 (nn_crc32) of every byte
+ * so far: integers of n <= 8 bytes, doubles as their bits, arrays of n
+ * elements of es bytes (f32, f64), all little-endian. A failed write is
+ * kept in err (its errno) and later writes only update the CRC. */
+typedef struct {
+    FILE *f;
+    uint32_t crc;
+    int err;
+} nn__writer;
+void nn__put_bytes(nn__writer *w, const void *p, size_t n);
+void nn__put_int(nn__writer *w, uint64_t v, size_t n);
+void nn__put_real(nn__writer *w, double v);
+void nn__put_array(nn__writer *w, const void *p, size_t n, size_t es);
+
+/* The same fields read back: each returns false at the end of the file
+ * (truncated) or on a read error (then io_error is set); pos counts the
+ * bytes read, crc is theirs. size and path are the caller's, for its
+ * messages. */
+typedef struct {
+    FILE *f;
+    const char *path;
+    size_t size;  /* bytes in the file */
+    size_t pos;   /* bytes read so far */
+    uint32_t crc; /* of the bytes read so far */
+    bool io_error;
+} nn__reader;
+bool nn__get_bytes(nn__reader *r, void *p, size_t n);
+bool nn__get_int(nn__reader *r, uint64_t *v, size_t n);
+bool nn__get_real(nn__reader *r, double *v);
+bool nn__get_array(nn__reader *r, void *p, size_t n, size_t es);
 
 /* nn_optim_step and nn_optim_zero_grad with the work spread over t's
  * threads (t NULL: the calling thread only), as nn_mlp_train_step runs them;

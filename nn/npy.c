@@ -25,25 +25,6 @@
 
 static const char NPY_MAGIC[6] = "\x93NUMPY";
 
-bool nn__host_little_endian(void)
-{
-    const uint16_t one = 1;
-    unsigned char b[2];
-    memcpy(b, &one, 2);
-    return b[0] == 1;
-}
-
-void nn__swap_bytes(void *p, size_t n, size_t es)
-{
-    unsigned char *b = p;
-    for (size_t i = 0; i < n; i++, b += es)
-        for (size_t j = 0; j < es / 2; j++) {
-            unsigned char t = b[j];
-            b[j] = b[es - 1 - j];
-            b[es - 1 - j] = t;
-        }
-}
-
 /* ---------------------------------------------------------------- save */
 
 /* The header np.save writes (version 1.0): dict, spare spaces, padding to
@@ -65,24 +46,6 @@ static size_t npy_header(const ag_tensor *x, char h[NPY_HEADER_MAX])
         h[n++] = ' ';
     h[n++] = '\n';
     return n;
-}
-
-/* Through a buffer, whose elements are swapped on a big-endian host: one
- * path for both byte orders. */
-int nn__write_le(FILE *f, const void *data, size_t n, size_t es)
-{
-    unsigned char buf[4096];
-    bool swap = !nn__host_little_endian();
-    for (size_t done = 0; done < n;) {
-        size_t k = n - done < sizeof buf / es ? n - done : sizeof buf / es;
-        memcpy(buf, (const unsigned char *)data + done * es, k * es);
-        if (swap)
-            nn__swap_bytes(buf, k, es);
-        if (fwrite(buf, es, k, f) != k)
-            return errno ? errno : EIO;
-        done += k;
-    }
-    return 0;
 }
 
 static int write_npy(FILE *f, const void *ctx)
