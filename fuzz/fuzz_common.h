@@ -149,6 +149,15 @@ static inline bool fz_temp_name(fz_temp *t)
     return true;
 }
 
+/* Two tensors of the same dtype, shape and bytes (a save and reload). */
+static inline bool fz_same_bits(const ag_tensor *a, const ag_tensor *b)
+{
+    size_t n = ag_tensor_numel(a), es = ag_dtype_size(ag_tensor_dtype(a));
+    return ag_tensor_dtype(a) == ag_tensor_dtype(b) && ag_tensor_rank(a) == ag_tensor_rank(b) &&
+           memcmp(ag_tensor_shape(a), ag_tensor_shape(b), ag_tensor_rank(a) * sizeof(size_t)) == 0 &&
+           n == ag_tensor_numel(b) && (n == 0 || memcmp(ag_data(a), ag_data(b), n * es) == 0);
+}
+
 /* The libFuzzer entry points every target has; Initialize installs the
  * checking allocator with a live-memory cap of limit bytes. */
 #define FZ_TARGET(limit)                                          \

@@ -12,14 +12,6 @@
 
 FZ_TARGET(MEM_LIMIT)
 
-static bool same_bits(const ag_tensor *a, const ag_tensor *b)
-{
-    size_t n = ag_tensor_numel(a), es = ag_dtype_size(ag_tensor_dtype(a));
-    return ag_tensor_dtype(a) == ag_tensor_dtype(b) && ag_tensor_rank(a) == ag_tensor_rank(b) &&
-           memcmp(ag_tensor_shape(a), ag_tensor_shape(b), ag_tensor_rank(a) * sizeof(size_t)) == 0 &&
-           n == ag_tensor_numel(b) && (n == 0 || memcmp(ag_data(a), ag_data(b), n * es) == 0);
-}
-
 /* The tensor's bytes are the file's last ones, as they are or swapped. */
 static void check_data(const ag_tensor *x, const uint8_t *data, size_t size)
 {
@@ -44,7 +36,7 @@ static void check_round_trip(const ag_tensor *x)
     ag_status s = nn_npy_load(out.path, &y, &err);
     fz_temp_remove(&out);
     FZ_CHECK(s == AG_OK || s == AG_ERR_NOMEM);
-    FZ_CHECK(s != AG_OK || same_bits(x, y));
+    FZ_CHECK(s != AG_OK || fz_same_bits(x, y));
     ag_tensor_free(y);
 }
 

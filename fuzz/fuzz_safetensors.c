@@ -14,14 +14,6 @@
 
 FZ_TARGET(MEM_LIMIT)
 
-static bool same_bits(const ag_tensor *a, const ag_tensor *b)
-{
-    size_t n = ag_tensor_numel(a), es = ag_dtype_size(ag_tensor_dtype(a));
-    return ag_tensor_dtype(a) == ag_tensor_dtype(b) && ag_tensor_rank(a) == ag_tensor_rank(b) &&
-           memcmp(ag_tensor_shape(a), ag_tensor_shape(b), ag_tensor_rank(a) * sizeof(size_t)) == 0 &&
-           n == ag_tensor_numel(b) && (n == 0 || memcmp(ag_data(a), ag_data(b), n * es) == 0);
-}
-
 static void check_tensors(const nn_safetensors *st, const uint8_t *data, size_t size)
 {
     uint64_t header = 0;
@@ -59,7 +51,7 @@ static void check_round_trip(const nn_safetensors *st)
     const nn_meta *meta2 = nn_safetensors_meta(back, &n_meta2);
     FZ_CHECK(n2 == n && n_meta2 == n_meta);
     for (size_t i = 0; i < n; i++)
-        FZ_CHECK(strcmp(ts[i].name, ts2[i].name) == 0 && same_bits(ts[i].tensor, ts2[i].tensor));
+        FZ_CHECK(strcmp(ts[i].name, ts2[i].name) == 0 && fz_same_bits(ts[i].tensor, ts2[i].tensor));
     for (size_t i = 0; i < n_meta; i++)
         FZ_CHECK(strcmp(meta[i].key, meta2[i].key) == 0 &&
                  strcmp(meta[i].value, meta2[i].value) == 0);
