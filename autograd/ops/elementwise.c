@@ -584,7 +584,7 @@ static inline double sigmoid_f64(double x)
     return x >= 0 ? 1 / (1 + e) : e / (1 + e);
 }
 
-#define SIGMOID(T, x) _Generic((T)0, float: sigmoid_f32, default: sigmoid_f64)(x)
+#define SIGMOID(T, x) _Generic((T)0, float: sigmoid_f32, double: sigmoid_f64)(x)
 
 AG_UNARY(neg, -x, -g, ag_neg(t, g));
 AG_UNARY(exp, exp(x), g * y, MUL(g, y));
