@@ -32,7 +32,7 @@ static void check_case(const ref_case *c)
     FZ_CHECK(memchr(c->name, '\0', sizeof c->name));
     for (size_t i = 0; i < c->n; i++) {
         const ref_line *l = &c->lines[i];
-        FZ_CHECK(l->kind <= REF_GRAD);
+        FZ_CHECK(l->kind <= REF_HVP); /* the last ref_kind */
         FZ_CHECK(memchr(l->name, '\0', sizeof l->name));
         if (l->kind == REF_STEP) {
             FZ_CHECK(l->nargs <= REF_MAX_ARGS && l->nattrs <= REF_MAX_ATTRS);
