@@ -449,6 +449,34 @@ Test(math_edges, maximum_and_minimum_propagate_nan)
     ag_tensor_free(b);
 }
 
+/* Where an input is NaN, the pair is unordered: maximum and minimum pass
+ * the whole gradient to both sides, fused and recorded alike. The expected
+ * gradients are PyTorch 1.13's for torch.maximum / torch.minimum(a, b).sum():
+ * a = (nan, 1, nan, 2, 3), b = (1, nan, nan, 2, 1). */
+Test(math_edges, maximum_and_minimum_gradients_through_nan_as_pytorch)
+{
+    const double want[2][2][5] = {{{1, 1, 1, 0.5, 1}, {1, 1, 1, 0.5, 0}},  /* maximum: a, b */
+                                  {{1, 1, 1, 0.5, 0}, {1, 1, 1, 0.5, 1}}}; /* minimum */
+    ag_tensor *(*ops[2])(ag_tape *, ag_tensor *, ag_tensor *) = {ag_maximum, ag_minimum};
+    for (int op = 0; op < 2; op++)
+        for (unsigned flags = 0; flags <= AG_CREATE_GRAPH; flags += AG_CREATE_GRAPH) {
+            ag_tensor *in[2] = {ot_leaf(AG_F64, AG_SHAPE(5), (double[]){NAN, 1, NAN, 2, 3}),
+                                ot_leaf(AG_F64, AG_SHAPE(5), (double[]){1, NAN, NAN, 2, 1})};
+            ag_tape *t = ag_tape_new();
+            ag_tensor *g[2];
+            ag_tensor *y = ag_sum(t, ops[op](t, in[0], in[1]));
+            cr_assert_eq(ag_gradients(t, y, 2, in, g, flags), AG_OK, "%s", ag_tape_error(t));
+            for (int k = 0; k < 2; k++)
+                for (size_t i = 0; i < 5; i++)
+                    cr_expect_eq(ag_get(g[k], i), want[op][k][i], "%s%s: input %d [%zu] = %g",
+                                 op ? "minimum" : "maximum", flags ? " recorded" : "", k, i,
+                                 ag_get(g[k], i));
+            ag_tape_free(t);
+            ag_tensor_free(in[0]);
+            ag_tensor_free(in[1]);
+        }
+}
+
 Test(math_edges, clamp_gradient_is_zero_at_the_bounds_and_outside)
 {
     ag_tensor *x = ot_leaf(AG_F64, AG_SHAPE(6), (double[]){-2, -1, -0.5, 0.5, 1, 3});

@@ -304,8 +304,10 @@ static ag_status binary_run(ag_tape *t, const ag_record *r, const void *gout, vo
                                      .backward = NAME##_backward, .grad_graph = NAME##_graph}
 
 /* The masks that maximum and minimum's recorded backward multiply by: over
- * the result's shape, 1 where a is above (MASK_GT) or below (MASK_LT) b,
- * 1/2 on a tie, else 0. A mask is a constant: it has no gradient. */
+ * the result's shape, 1/2 on a tie, 0 where a is below (MASK_GT) or above
+ * (MASK_LT) b, else 1: unordered pairs (a NaN) give 1, as the fused
+ * backward and PyTorch's (grad, halved where equal, zeroed where smaller)
+ * do. A mask is a constant: it has no gradient. */
 typedef enum { MASK_GT, MASK_LT } mask_kind;
 
 static ag_tensor *compare_mask(ag_tape *t, const ag_record *r, mask_kind kind)
@@ -321,8 +323,8 @@ static ag_tensor *compare_mask(ag_tape *t, const ag_record *r, mask_kind kind)
         BCAST_FOR(&bc, 0, bc.n[bc.rank - 1], {
             for (size_t i = 0; i < cnt; i++) {
                 T a = A_[ia + i * sa_], b = B_[ib + i * sb_];
-                T above = kind == MASK_GT ? a > b : a < b;
-                M_[iy + i] = a == b ? (T)0.5 : above;
+                T loses = kind == MASK_GT ? a < b : a > b;
+                M_[iy + i] = a == b ? (T)0.5 : 1 - loses;
             }
         });
     });
