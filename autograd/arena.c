@@ -33,6 +33,19 @@ void ag__arena_rewind(ag_arena *a)
     ag__arena_poison(a);
 }
 
+bool ag__arena_holds(const ag_tape *t, const void *p)
+{
+    uintptr_t u = (uintptr_t)p;
+    for (int a = 0; a < 2; a++) {
+        if (u < t->arenas[a].lo || u >= t->arenas[a].hi)
+            continue; /* most leaves: outside the span, no walk */
+        for (const ag_chunk *c = t->arenas[a].first; c; c = c->next)
+            if (u >= (uintptr_t)c->data && u < (uintptr_t)c->data + c->size)
+                return true;
+    }
+    return false;
+}
+
 /* A chunk of size bytes (a multiple of AG_ALIGN) after an aligned start. */
 static ag_chunk *chunk_new(size_t size)
 {
@@ -89,7 +102,10 @@ void *ag__arena_grow(ag_tape *t, size_t n)
     ag_chunk *c = chunk_new(size);
     if (!c)
         return arena_fail(t, AG_ERR_NOMEM, n);
-    ag__arena_poison(&(ag_arena){c, c});
+    ag__arena_poison(&(ag_arena){c, c, 0, 0});
+    uintptr_t lo = (uintptr_t)c->data, hi = lo + c->size;
+    a->lo = a->hi == 0 || lo < a->lo ? lo : a->lo;
+    a->hi = hi > a->hi ? hi : a->hi;
     ag_chunk **tail = &a->first;
     while (*tail)
         tail = &(*tail)->next;

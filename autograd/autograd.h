@@ -191,10 +191,11 @@ void ag_tape_free(ag_tape *t);
  * arenas and alternates between them, so the op results of the generation
  * just ended are never overwritten by the next one; an op or ag_backward
  * given such a handle reports AG_ERR_STATE naming the op and the argument,
- * however many ops have run since. A handle two or more resets old is
- * not safe to use: it is reported while its memory is untouched, but once
- * a later generation has reused that memory it may be read as another
- * result or as garbage. In AddressSanitizer builds every byte of an ended
+ * however many ops have run since. A handle two or more resets old, given
+ * to the tape that made it, is reported too, unless a newer result's
+ * header now starts at its very address: then it reads as that result.
+ * Given to another tape after its memory was reused, it is not safe to
+ * use (it may read as garbage). In AddressSanitizer builds every byte of an ended
  * generation is poisoned, so such a handle, or a raw data pointer kept
  * across a reset, is reported when read. */
 void ag_tape_reset(ag_tape *t);

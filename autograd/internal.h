@@ -132,6 +132,7 @@ typedef struct ag_chunk {
 
 typedef struct {
     ag_chunk *first, *cur;
+    uintptr_t lo, hi; /* the span of its chunks' data (0, 0: none yet) */
 } ag_arena;
 
 
@@ -176,6 +177,11 @@ void ag__arena_rewind(ag_arena *a);
 /* Marks all of a unaddressable (AddressSanitizer builds; else nothing). */
 void ag__arena_poison(ag_arena *a);
 /* The slow path: the next kept chunk that fits, or a new one. */
+/* Whether p lies in either of t's arenas. Only op results live there, so
+ * a handle there that does not show the generation's stamp is a stale
+ * result whose memory a newer generation may reuse (its bytes then mean
+ * nothing), never a leaf. */
+bool ag__arena_holds(const ag_tape *t, const void *p);
 void *ag__arena_grow(ag_tape *t, size_t n);
 
 /* n bytes from chunk c at the given alignment, n already rounded up to

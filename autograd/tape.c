@@ -212,15 +212,22 @@ static inline take_result take(ag_tape *t, ag_tensor *x)
     if (!x)
         return TAKE_NULL;
 #ifdef AG_ASAN
-    if (__asan_address_is_poisoned(x))
+    if (__asan_region_is_poisoned(x, sizeof *x))
         return TAKE_STALE; /* a header in an arena rewound since */
 #endif
     if (x->origin == AG_TAPE) {
         if (x->stamp == t->stamp)
             return TAKE_OK;
-        return x->tape == t ? TAKE_STALE : TAKE_FOREIGN;
+        return x->tape == t || ag__arena_holds(t, x) ? TAKE_STALE : TAKE_FOREIGN;
     }
     bool held = atomic_load_explicit(&x->mark, memory_order_relaxed) == t->stamp;
+    if (held && !x->freed)
+        return TAKE_OK;
+    /* Not a leaf this generation holds: before any of its fields is trusted,
+     * it must not lie in this tape's arenas (a result two or more resets
+     * old, its header now inside a newer result's data) */
+    if (ag__arena_holds(t, x))
+        return TAKE_STALE;
     if (x->freed && !(held && t->in_backward)) /* a recorded backward may use what it holds */
         return TAKE_FREED;
     if (held)

@@ -66,9 +66,11 @@
  * the engine is fixed.
  *  - regress-stale-two-resets-reads-data: a handle two resets old whose
  *    header now lies inside a newer result's data (not at a result's
- *    header) is read as a leaf made of those bytes: ASan use-after-poison
- *    or UBSan invalid bool in take() (tape.c); a plain build dereferences
- *    garbage;
+ *    header) is read as a leaf made of those bytes: UBSan invalid bool in
+ *    take() (tape.c); a plain build dereferences garbage. Fixed for the
+ *    tape that made the handle (an address in its own arenas is never
+ *    taken for a leaf; the reproducer passes), open when the handle is
+ *    given to another tape;
  * Fixed since, their inputs kept as regressions: regress-hvp-stale-input
  * (ag_hvp read inputs[i] before checking its handle),
  * regress-gradients-repeated-leaf (a leaf listed twice got zeros the second
@@ -367,8 +369,8 @@ static slot pick_from(state *s, input *in, bool stale)
     if (stale && b % 16 == 14 && s->n_stale) {
         const slot *x = &s->stale[(b >> 4) % s->n_stale];
         /* Known bug (regress-stale-two-resets-reads-data): a handle two
-         * resets old whose header now lies inside a newer result's data is
-         * read as a leaf made of those bytes. */
+         * resets old whose header now lies inside a newer result's data of
+         * another tape is read as a leaf made of those bytes. */
         if (strict || s->resets[x->tape] - x->resets == 1)
             return *x;
     }

@@ -102,6 +102,30 @@ Test(handles, handle_two_resets_old_is_reported_when_not_overwritten)
     assert_all_freed();
 }
 
+/* Two resets later the arena is reused: a handle whose header now lies
+ * inside a newer result's data (zeros here, which read as a leaf's
+ * fields) is still reported, never taken for a leaf made of those bytes. */
+Test(handles, handle_two_resets_old_inside_newer_data_is_reported)
+{
+    ag_tape *t = ag_tape_new();
+    ag_tensor *x = param(2, 1), *big = ag_zeros(AG_F64, AG_SHAPE(4096));
+    ag_tensor *first = ag_neg(t, x), *z = ag_exp(t, first); /* z: the second header */
+    cr_assert_not_null(z);
+    uintptr_t at = (uintptr_t)z;
+    ag_tape_reset(t);
+    ag_tape_reset(t); /* back to the arena z lives in */
+    ag_tensor *cover = ag_neg(t, big); /* its header first, then 32 KB of zeros */
+    cr_assert_not_null(cover);
+    uintptr_t lo = (uintptr_t)ag_data(cover), hi = lo + 4096 * sizeof(double);
+    cr_assert(at >= lo && at + 256 <= hi, "z's old address is not inside the new data");
+    cr_assert_null(ag_exp(t, z));
+    ot_assert_error(t, AG_ERR_STATE, "ag_exp: input 1 is a stale handle", NULL);
+    ag_tape_free(t);
+    ag_tensor_free(big);
+    ag_tensor_free(x);
+    assert_all_freed();
+}
+
 Test(handles, op_result_of_another_tape_is_still_named_so)
 {
     ag_tape *t = ag_tape_new(), *u = ag_tape_new();
